@@ -1,0 +1,94 @@
+"""Backbone registry: torchvision ResNets as feature extractors (no pooling, no fc).
+
+Weights: ``pretrained=True`` asks torchvision's weights API for the ImageNet-1k
+weights (downloaded to the torch hub cache when reachable); ``weights=PATH``
+loads a local torchvision-format state dict (.pth / .pt / .safetensors). When
+neither gives weights the backbone starts from random init with a warning.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+from torchvision import models
+
+log = logging.getLogger(__name__)
+
+BACKBONES: dict[str, tuple[Callable[..., models.ResNet], object, int]] = {
+    "resnet18": (models.resnet18, models.ResNet18_Weights.IMAGENET1K_V1, 512),
+    "resnet34": (models.resnet34, models.ResNet34_Weights.IMAGENET1K_V1, 512),
+    "resnet50": (models.resnet50, models.ResNet50_Weights.IMAGENET1K_V2, 2048),
+    "resnet101": (models.resnet101, models.ResNet101_Weights.IMAGENET1K_V2, 2048),
+}
+
+
+def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a state dict safely (safetensors, or torch.load with weights_only=True)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"backbone weights file not found: {path}")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    obj = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict):
+        raise ValueError(f"{path} does not hold a state dict (got {type(obj).__name__})")
+    return {k.removeprefix("module."): v for k, v in obj.items()}
+
+
+class ResNetBackbone(nn.Module):
+    """ResNet stem + layer1..4; ``forward`` returns the layer4 map (B, C, H/32, W/32).
+
+    ``after_layer3`` (optional callable) is applied between layer3 and layer4 -
+    the hook for suppression after layer3.
+    """
+
+    def __init__(self, name: str = "resnet50", pretrained: bool = False, weights: str | None = None):
+        super().__init__()
+        if name not in BACKBONES:
+            raise ValueError(f"unknown backbone {name!r}; choose one of {sorted(BACKBONES)}")
+        builder, imagenet, self.out_channels = BACKBONES[name]
+        self.name = name
+        net, self.init = self._build(builder, imagenet, pretrained, weights)
+        self.stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
+        self.layer1, self.layer2, self.layer3, self.layer4 = net.layer1, net.layer2, net.layer3, net.layer4
+        self.layer3_channels = self.out_channels // 2
+
+    @staticmethod
+    def _build(builder, imagenet, pretrained: bool, weights: str | None):
+        if weights:
+            net = builder(weights=None)
+            state = load_state_dict_file(weights)
+            state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+            try:
+                missing, unexpected = net.load_state_dict(state, strict=False)
+            except RuntimeError as exc:  # shape mismatches
+                raise ValueError(f"weights file {weights} does not match {builder.__name__}: {exc}") from None
+            missing = [k for k in missing if not k.startswith("fc.")]
+            if missing or unexpected:
+                raise ValueError(
+                    f"weights file {weights} does not match {builder.__name__}: "
+                    f"missing {missing[:5]}, unexpected {unexpected[:5]}"
+                )
+            return net, f"file:{weights}"
+        if pretrained:
+            try:
+                return builder(weights=imagenet), f"torchvision:{imagenet}"
+            except Exception as exc:  # no network, no cache
+                log.warning("ImageNet weights %s unavailable (%s); backbone starts from random init", imagenet, exc)
+                return builder(weights=None), "random (pretrained weights unavailable)"
+        log.warning("backbone %s starts from random init (no pretrained weights asked for)", builder.__name__)
+        return builder(weights=None), "random"
+
+    def forward(self, x: torch.Tensor, after_layer3: Callable[[torch.Tensor], torch.Tensor] | None = None):
+        x = self.layer3(self.layer2(self.layer1(self.stem(x))))
+        if after_layer3 is not None:
+            x = after_layer3(x)
+        return self.layer4(x)

@@ -1,0 +1,245 @@
+"""Typed configuration: dataclasses, YAML files and ``--set key=value`` overrides.
+
+``load_config("cub")`` reads ``flrdf/configs/cub.yaml``; any other argument is a
+path. A config file may name a ``base:`` config it extends. Overrides use dotted
+keys (``model.backbone=resnet18``, ``optim.epochs=2``) and YAML value syntax.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, get_type_hints
+
+import yaml
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+
+
+@dataclass
+class ModelConfig:
+    backbone: str = "resnet50"
+    pretrained: bool = True          # torchvision ImageNet-1k weights when reachable
+    weights: str | None = None       # local torchvision-format state dict instead
+    branches: str = "full"           # raw | raw+fl | raw+rdf | full  (paper Table 2)
+    suppression: str = "learnable"   # learnable | fixed | none
+    delta: float = 0.7               # gate of the fixed variant
+    suppress_layer3: bool = False    # also suppress after layer3
+    tau: float = 0.5                 # map threshold for the foreground box
+    map_upsample: int = 4            # map upsampling before thresholding
+    jigsaw_n: int = 4                # n x n patch grid
+    combine: str = "raw+object"      # test-time prediction: '+'-joined branch names
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "cub"             # cub | aircraft | cars | folder | demo
+    root: str = ""
+    train_split: str = "train"
+    test_split: str = "test"
+    resize: int = 512
+    image_size: int = 448
+    annotation_level: str = "variant"  # aircraft only
+    crop_banner: bool = True           # aircraft only
+    val_fraction: float = 0.0          # carved from the training split; the only basis for a 'best' checkpoint
+    on_corrupt: str = "error"          # error | skip
+    num_workers: int = -1              # -1: sized to the machine
+
+
+@dataclass
+class OptimConfig:
+    epochs: int = 100
+    batch_size: int = 16
+    lr_backbone: float = 0.001
+    lr_new: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    schedule: str = "cosine"         # cosine | constant
+    warmup_steps: int = 0            # linear lr warm-up
+    raw_warmup_epochs: int = 0       # train the raw branch alone first (MMAL-Net practice)
+    max_steps: int = 0               # stop after this many steps in total (0: no limit) - for smoke runs
+    grad_clip: float = 0.0
+
+
+@dataclass
+class LossConfig:
+    alpha: float = 1.0
+    beta: float = 1.0
+    gamma: float = 1.0
+    label_smoothing: float = 0.0
+
+
+@dataclass
+class RuntimeConfig:
+    device: str = "auto"             # auto | cpu | cuda | cuda:N
+    amp: bool = True                 # on CUDA: bf16 where supported, else fp16 with a scaler
+    channels_last: bool = True
+    compile: bool = False
+    seed: int = 0
+    deterministic: bool = False
+    log_every: int = 10              # steps between metrics lines
+    eval_every: int = 1              # epochs between test evaluations (0: only at the end)
+    checkpoint_every: int = 1        # epochs
+
+
+@dataclass
+class Config:
+    name: str = "custom"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def _coerce(value: Any, hint: Any, key: str) -> Any:
+    text = str(hint)
+    if value is None:
+        if "None" in text:
+            return None
+        raise ConfigError(f"{key}: null is not allowed")
+    if hint is bool or text == "bool":
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected true/false, got {value!r}")
+    if hint is int or text == "int":
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return int(value)
+    if hint is float or text == "float":
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if isinstance(value, (dict, list)):
+        raise ConfigError(f"{key}: expected a scalar, got {value!r}")
+    return str(value)
+
+
+def _apply(obj: Any, values: dict[str, Any], prefix: str = "") -> None:
+    hints = get_type_hints(type(obj))
+    names = {f.name for f in fields(obj)}
+    for key, value in values.items():
+        dotted = f"{prefix}{key}"
+        if key not in names:
+            raise ConfigError(f"unknown config key {dotted!r}; known: {sorted(names)}")
+        current = getattr(obj, key)
+        if dataclasses.is_dataclass(current):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{dotted}: expected a mapping")
+            _apply(current, value, dotted + ".")
+        else:
+            setattr(obj, key, _coerce(value, hints[key], dotted))
+
+
+def resolve_config_path(name_or_path: str | Path) -> Path:
+    p = Path(name_or_path)
+    if p.suffix in (".yaml", ".yml") or p.exists():
+        if not p.is_file():
+            raise ConfigError(f"config file not found: {p}")
+        return p
+    candidate = CONFIG_DIR / f"{name_or_path}.yaml"
+    if not candidate.is_file():
+        raise ConfigError(f"no shipped config named {str(name_or_path)!r}; shipped: {shipped_configs()}")
+    return candidate
+
+
+def shipped_configs() -> list[str]:
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+
+
+def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    if path.resolve() in seen:
+        raise ConfigError(f"config base cycle at {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: invalid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    base_path = resolve_config_path(base) if not Path(str(base)).is_absolute() else Path(base)
+    merged = _read_yaml(base_path, seen + (path.resolve(),))
+    return _deep_merge(merged, data)
+
+
+def _deep_merge(a: dict, b: dict) -> dict:
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like key=value (e.g. optim.epochs=2)")
+    key, raw = text.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.strip().split("."), value
+
+
+def apply_overrides(cfg: Config, overrides: list[str] | None) -> Config:
+    for text in overrides or []:
+        keys, value = parse_override(text)
+        nested: Any = value
+        for k in reversed(keys):
+            nested = {k: nested}
+        _apply(cfg, nested)
+    validate(cfg)
+    return cfg
+
+
+def config_from_dict(data: dict[str, Any]) -> Config:
+    cfg = Config()
+    _apply(cfg, data)
+    validate(cfg)
+    return cfg
+
+
+def load_config(name_or_path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    data = _read_yaml(resolve_config_path(name_or_path)) if name_or_path else {}
+    cfg = config_from_dict(data)
+    return apply_overrides(cfg, overrides)
+
+
+def validate(cfg: Config) -> None:
+    m, d, o = cfg.model, cfg.data, cfg.optim
+    if m.branches not in ("raw", "raw+fl", "raw+rdf", "full"):
+        raise ConfigError(f"model.branches must be raw | raw+fl | raw+rdf | full, got {m.branches!r}")
+    if m.suppression not in ("learnable", "fixed", "none"):
+        raise ConfigError(f"model.suppression must be learnable | fixed | none, got {m.suppression!r}")
+    if not 0.0 <= m.tau <= 1.0:
+        raise ConfigError(f"model.tau must lie in [0, 1], got {m.tau}")
+    if not 0.0 <= m.delta <= 1.0:
+        raise ConfigError(f"model.delta must lie in [0, 1], got {m.delta}")
+    for part in m.combine.split("+"):
+        if part not in ("raw", "object", "jigsaw"):
+            raise ConfigError(f"model.combine parts must be raw/object/jigsaw, got {m.combine!r}")
+    if d.image_size < 32 or d.resize < d.image_size:
+        raise ConfigError(f"data.resize ({d.resize}) must be >= data.image_size ({d.image_size}) >= 32")
+    if m.branches in ("raw+rdf", "full") and d.image_size % m.jigsaw_n:
+        raise ConfigError(f"model.jigsaw_n={m.jigsaw_n} does not tile data.image_size={d.image_size}")
+    if not 0.0 <= d.val_fraction < 1.0:
+        raise ConfigError(f"data.val_fraction must lie in [0, 1), got {d.val_fraction}")
+    if d.on_corrupt not in ("error", "skip"):
+        raise ConfigError(f"data.on_corrupt must be error | skip, got {d.on_corrupt!r}")
+    if o.epochs < 1 or o.batch_size < 1:
+        raise ConfigError("optim.epochs and optim.batch_size must be >= 1")
+    if o.schedule not in ("cosine", "constant"):
+        raise ConfigError(f"optim.schedule must be cosine | constant, got {o.schedule!r}")
+
+
+def dump_config(cfg: Config) -> str:
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)

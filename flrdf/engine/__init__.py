@@ -1,0 +1,1 @@
+"""Training and evaluation engine: the step, the loop, run directories, checkpoints, evaluation, commands."""

@@ -1,0 +1,154 @@
+"""The FLRDF network: three branches sharing one backbone (FLRDF.md).
+
+raw branch      image -> backbone -> suppression (DRS) -> GAP -> head_raw
+FL module       localization map = channel mean of the suppressed features,
+                box = largest region of map >= tau, crop + resize (no gradient)
+object branch   crop -> backbone -> GAP -> head_object
+RDF branch      crop (or the image, for the raw+rdf ablation) shuffled in an
+                n x n grid -> backbone -> GAP -> head_jigsaw
+
+Training and evaluation return the same :class:`FLRDFOutput`, read by the loss,
+the evaluator and the dashboard alike. No layer size depends on the input size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from flrdf.backbone import ResNetBackbone
+from flrdf.boxes import boxes_from_maps, crop_resize, normalize_maps
+from flrdf.config import ModelConfig
+from flrdf.jigsaw import check_grid, shuffle_patches
+from flrdf.suppression import Suppression
+
+BRANCHES = {
+    "raw": ("raw",),
+    "raw+fl": ("raw", "object"),
+    "raw+rdf": ("raw", "jigsaw"),
+    "full": ("raw", "object", "jigsaw"),
+}
+
+
+@dataclass
+class FLRDFOutput:
+    logits_raw: torch.Tensor                      # (B, K)
+    logits: torch.Tensor                          # (B, K) combined prediction
+    loc_map: torch.Tensor                         # (B, h, w) suppressed map, normalised to [0, 1]
+    plain_map: torch.Tensor                       # (B, h, w) same before suppression
+    boxes: torch.Tensor | None = None             # (B, 4) x1 y1 x2 y2 in input pixels
+    logits_object: torch.Tensor | None = None
+    logits_jigsaw: torch.Tensor | None = None
+    object_images: torch.Tensor | None = None     # (B, 3, H, W) the enlarged foreground
+    jigsaw_images: torch.Tensor | None = None     # (B, 3, H, W) its shuffled patches
+
+    def branch_logits(self) -> dict[str, torch.Tensor]:
+        out = {"raw": self.logits_raw, "object": self.logits_object, "jigsaw": self.logits_jigsaw}
+        return {k: v for k, v in out.items() if v is not None}
+
+
+class FLRDF(nn.Module):
+    def __init__(self, cfg: ModelConfig, num_classes: int):
+        super().__init__()
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        if cfg.branches not in BRANCHES:
+            raise ValueError(f"branches must be one of {sorted(BRANCHES)}, got {cfg.branches!r}")
+        self.cfg = cfg
+        self.num_classes = num_classes
+        self.branches = BRANCHES[cfg.branches]
+        self.backbone = ResNetBackbone(cfg.backbone, pretrained=cfg.pretrained, weights=cfg.weights)
+        c = self.backbone.out_channels
+        self.suppression = Suppression(c, cfg.suppression, cfg.delta)
+        self.suppression3 = (
+            Suppression(self.backbone.layer3_channels, cfg.suppression, cfg.delta)
+            if cfg.suppress_layer3 and cfg.suppression != "none" else None
+        )
+        self.heads = nn.ModuleDict({name: nn.Linear(c, num_classes) for name in self.branches})
+
+    # ---- parameter groups: pretrained backbone vs new layers (different learning rates)
+    def param_groups(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+        backbone = list(self.backbone.parameters())
+        ids = {id(p) for p in backbone}
+        return backbone, [p for p in self.parameters() if id(p) not in ids]
+
+    # ---- the pieces, usable alone (the dashboard and the CAM baselines call them)
+    def raw_features(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(X, X') - layer4 features before and after suppression."""
+        x = self.backbone(images, after_layer3=self.suppression3)
+        return x, self.suppression(x)
+
+    @staticmethod
+    def pool(x: torch.Tensor) -> torch.Tensor:
+        return x.float().mean(dim=(2, 3))
+
+    def localize(self, suppressed: torch.Tensor, image_hw: tuple[int, int], tau: float | None = None):
+        """Localization map (B, h, w) in [0, 1] and boxes (B, 4) in input pixels."""
+        loc_map = normalize_maps(suppressed.detach().float().mean(dim=1))
+        tau = self.cfg.tau if tau is None else tau
+        boxes = boxes_from_maps(loc_map, tau, image_hw, upsample=self.cfg.map_upsample, normalize=False)
+        return loc_map, boxes
+
+    def combine(self, logits: dict[str, torch.Tensor]) -> torch.Tensor:
+        parts = [logits[p] for p in self.cfg.combine.split("+") if p in logits]
+        if not parts:
+            return logits["raw"]
+        return torch.stack(parts).sum(dim=0)
+
+    def forward(
+        self,
+        images: torch.Tensor,
+        *,
+        tau: float | None = None,
+        jigsaw_n: int | None = None,
+        with_jigsaw: bool | None = None,
+        raw_only: bool = False,
+        with_boxes: bool | None = None,
+        perms: torch.Tensor | None = None,
+    ) -> FLRDFOutput:
+        """Training: every configured branch. Evaluation: raw + object (+ jigsaw when
+        ``with_jigsaw``). ``raw_only`` runs the raw branch alone (warm-up, baseline);
+        boxes are computed when the object branch needs them or, by default, in evaluation."""
+        h, w = images.shape[-2:]
+        x, xs = self.raw_features(images)
+        logits = {"raw": self.heads["raw"](self.pool(xs))}
+        plain_map = normalize_maps(x.detach().float().mean(dim=1))
+        active = ("raw",) if raw_only else self.branches
+        use_object = "object" in active
+        use_jigsaw = "jigsaw" in active and (self.training if with_jigsaw is None else with_jigsaw)
+        need_boxes = use_object or (not self.training if with_boxes is None else with_boxes)
+
+        loc_map = boxes = object_images = jigsaw_images = None
+        if need_boxes:
+            loc_map, boxes = self.localize(xs, (h, w), tau)
+        else:
+            loc_map = normalize_maps(xs.detach().float().mean(dim=1))
+
+        # Separate passes (not one concatenated batch): on CPU a doubled batch costs more than twice the time.
+        if use_object:
+            object_images = crop_resize(images.detach(), boxes)
+            logits["object"] = self.heads["object"](self.pool(self.backbone(object_images)))
+        if use_jigsaw:
+            n = self.cfg.jigsaw_n if jigsaw_n is None else jigsaw_n
+            check_grid((h, w), n)
+            source = object_images if object_images is not None else images.detach()
+            jigsaw_images = shuffle_patches(source, n, perms=perms)
+            logits["jigsaw"] = self.heads["jigsaw"](self.pool(self.backbone(jigsaw_images)))
+
+        return FLRDFOutput(
+            logits_raw=logits["raw"],
+            logits=self.combine(logits),
+            loc_map=loc_map,
+            plain_map=plain_map,
+            boxes=boxes,
+            logits_object=logits.get("object"),
+            logits_jigsaw=logits.get("jigsaw"),
+            object_images=object_images,
+            jigsaw_images=jigsaw_images,
+        )
+
+
+def build_model(cfg: ModelConfig, num_classes: int) -> FLRDF:
+    return FLRDF(cfg, num_classes)
