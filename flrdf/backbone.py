@@ -84,7 +84,7 @@ class ResNetBackbone(nn.Module):
             except Exception as exc:  # no network, no cache
                 log.warning("ImageNet weights %s unavailable (%s); backbone starts from random init", imagenet, exc)
                 return builder(weights=None), "random (pretrained weights unavailable)"
-        log.warning("backbone %s starts from random init (no pretrained weights asked for)", builder.__name__)
+        log.info("backbone %s starts from random init (no pretrained weights asked for)", builder.__name__)
         return builder(weights=None), "random"
 
     def forward(self, x: torch.Tensor, after_layer3: Callable[[torch.Tensor], torch.Tensor] | None = None):

@@ -133,3 +133,13 @@ def centre_boxes(n: int, hw: tuple[int, int], fraction: float = 0.5) -> torch.Te
     h, w = hw
     m = (1 - fraction) / 2
     return torch.tensor([[w * m, h * m, w * (1 - m), h * (1 - m)]], dtype=torch.float32).repeat(n, 1)
+
+
+def box_to_image(box: torch.Tensor, image_wh: tuple[int, int], resize: int, crop: int) -> torch.Tensor:
+    """Map boxes from the test transform's output (square resize to ``resize``, centre crop
+    ``crop``) back to the original image's pixel coordinates, clipped to the image."""
+    w, h = image_wh
+    offset = int(round((resize - crop) / 2.0))
+    b = box.float() + offset
+    b = b * b.new_tensor([w / resize, h / resize, w / resize, h / resize])
+    return torch.stack([b[..., 0].clamp(0, w), b[..., 1].clamp(0, h), b[..., 2].clamp(0, w), b[..., 3].clamp(0, h)], -1)

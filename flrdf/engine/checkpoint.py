@@ -1,0 +1,195 @@
+"""Checkpoints: atomic writes, safe loads, and the one function that turns any
+checkpoint-ish path into a ready model.
+
+Two formats, both loadable without running code from the file:
+- training checkpoint ``*.pt``: a plain dict of tensors and primitives, read with
+  ``torch.load(weights_only=True)``: model, optimizer, scheduler, scaler,
+  epoch/step, resolved config, class names, RNG states;
+- model file ``*.safetensors``: weights only (optionally fp16) with the config
+  and class names as JSON in the safetensors metadata (the bundled demo model).
+``load_model`` also accepts a run directory (its ``checkpoints/last.pt``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from flrdf.config import Config, ConfigError, config_from_dict
+from flrdf.model import FLRDF
+
+FORMAT = "flrdf-checkpoint"
+VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A file that is not a usable FLRDF checkpoint; the message says why."""
+
+
+def atomic_write_bytes(path: Path, write) -> None:
+    """Write via ``write(fileobj)`` to a temporary file beside ``path``, then rename over it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def rng_state() -> dict[str, Any]:
+    np_state = np.random.get_state()
+    state = {
+        "python": list(random.getstate()[1]) + [random.getstate()[2] if random.getstate()[2] is not None else -1],
+        "python_version": random.getstate()[0],
+        "numpy": torch.from_numpy(np_state[1].astype(np.int64)),
+        "numpy_pos": int(np_state[2]),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    py = list(state["python"])
+    gauss = py.pop()
+    random.setstate((state["python_version"], tuple(int(v) for v in py), None if gauss == -1 else gauss))
+    np.random.set_state(("MT19937", state["numpy"].numpy().astype(np.uint32), state["numpy_pos"], 0, 0.0))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def unwrap(model: torch.nn.Module) -> FLRDF:
+    model = getattr(model, "_orig_mod", model)  # torch.compile
+    return getattr(model, "module", model)      # DistributedDataParallel
+
+
+def save_checkpoint(path: Path, model, cfg: Config, class_names: list[str], *, epoch: int, step: int,
+                    optimizer=None, scheduler=None, scaler=None, extra: dict | None = None) -> None:
+    state = {
+        "format": FORMAT,
+        "version": VERSION,
+        "model": unwrap(model).state_dict(),
+        "config": cfg.to_dict(),
+        "class_names": list(class_names),
+        "epoch": int(epoch),
+        "step": int(step),
+        "rng": rng_state(),
+        "extra": extra or {},
+    }
+    if optimizer is not None:
+        state["optimizer"] = optimizer.state_dict()
+    if scheduler is not None:
+        state["scheduler"] = scheduler.state_dict()
+    if scaler is not None:
+        state["scaler"] = scaler.state_dict()
+    atomic_write_bytes(Path(path), lambda f: torch.save(state, f))
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load a ``.pt`` checkpoint safely and check it is one of ours."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(f"{path} is not a loadable checkpoint (or contains code, refused): "
+                              f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not an FLRDF checkpoint (no '{FORMAT}' marker); "
+                              "train one with 'python -m flrdf train' or pass a run directory")
+    for key in ("model", "config", "class_names"):
+        if key not in state:
+            raise CheckpointError(f"{path} is missing '{key}'")
+    return state
+
+
+def save_model_file(path: Path, model, cfg: Config, class_names: list[str], half: bool = True,
+                    metrics: dict | None = None) -> None:
+    """Weights-only safetensors file with config and class names in its metadata."""
+    from safetensors.torch import save
+
+    tensors = {}
+    for k, v in unwrap(model).state_dict().items():
+        v = v.detach().cpu().contiguous()
+        tensors[k] = v.half() if half and v.is_floating_point() else v
+    meta = {"format": FORMAT, "config": json.dumps(cfg.to_dict()), "class_names": json.dumps(list(class_names)),
+            "metrics": json.dumps(metrics or {})}
+    data = save(tensors, metadata=meta)
+    atomic_write_bytes(Path(path), lambda f: f.write(data))
+
+
+def _read_model_file(path: Path) -> dict[str, Any]:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as exc:
+        raise CheckpointError(f"{path} is not a readable safetensors file: {exc}") from None
+    if meta.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is a safetensors file but not an FLRDF model (no '{FORMAT}' metadata)")
+    return {"model": {k: v.float() if v.is_floating_point() else v for k, v in tensors.items()},
+            "config": json.loads(meta["config"]), "class_names": json.loads(meta["class_names"]),
+            "extra": {"metrics": json.loads(meta.get("metrics", "{}"))}, "epoch": None, "step": None}
+
+
+def resolve_checkpoint_path(path: str | Path) -> Path:
+    """A file as is; a run directory -> its last checkpoint."""
+    path = Path(path)
+    if path.is_dir():
+        for candidate in (path / "checkpoints" / "last.pt", path / "last.pt"):
+            if candidate.is_file():
+                return candidate
+        raise CheckpointError(f"run directory {path} has no checkpoints/last.pt yet")
+    if not path.exists():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    return path
+
+
+@dataclass
+class LoadedModel:
+    model: FLRDF
+    config: Config
+    class_names: list[str]
+    path: Path
+    epoch: int | None = None
+    step: int | None = None
+    extra: dict = field(default_factory=dict)
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
+    """Build the model a checkpoint, model file or run directory describes, in eval mode."""
+    path = resolve_checkpoint_path(path)
+    state = _read_model_file(path) if path.suffix == ".safetensors" else read_checkpoint(path)
+    try:
+        cfg = config_from_dict(state["config"])
+    except ConfigError as exc:
+        raise CheckpointError(f"{path}: its stored config is invalid: {exc}") from None
+    cfg.model.pretrained = False  # the weights come from the checkpoint
+    cfg.model.weights = None
+    model = FLRDF(cfg.model, len(state["class_names"]))
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as exc:
+        raise CheckpointError(f"{path}: weights do not fit the model its config describes: {str(exc)[:500]}") from None
+    model.to(device).eval()
+    return LoadedModel(model, cfg, list(state["class_names"]), path, state.get("epoch"), state.get("step"),
+                       state.get("extra") or {})

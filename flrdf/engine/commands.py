@@ -1,0 +1,189 @@
+"""``python -m flrdf train | eval | predict`` - argument parsing and JSON output around the engine."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from flrdf.config import ConfigError, apply_overrides, config_from_dict, load_config, shipped_configs
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one readable line, exit 2
+        self.print_usage(sys.stderr)
+        print(f"error: {message}", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def _fail(message: str, code: int = 2) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return code
+
+
+def default_run_dir(runs_dir: str, name: str) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    path = Path(runs_dir) / f"{name}-{stamp}"
+    i = 1
+    while path.exists():
+        i += 1
+        path = Path(runs_dir) / f"{name}-{stamp}-{i}"
+    return path
+
+
+def train_main(argv: list[str]) -> int:
+    p = _Parser(prog="python -m flrdf train", description="Train FLRDF; writes a run directory.")
+    p.add_argument("--config", help=f"shipped config name ({', '.join(shipped_configs())}) or a YAML path")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set optim.epochs=2 (repeatable)")
+    p.add_argument("--out", help="run directory (default: RUNS_DIR/<config>-<time>)")
+    p.add_argument("--runs-dir", default="runs")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    args = p.parse_args(argv)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    try:
+        if args.resume:
+            if not args.out:
+                return _fail("--resume needs --out RUN_DIR (the run to continue)")
+            saved = Path(args.out) / "config.yaml"
+            if not saved.is_file():
+                return _fail(f"--resume: {saved} not found; is {args.out} a run directory?")
+            import yaml
+
+            cfg = apply_overrides(config_from_dict(yaml.safe_load(saved.read_text())), args.overrides)
+        else:
+            if not args.config:
+                return _fail("--config is required (e.g. --config demo)")
+            cfg = load_config(args.config, args.overrides)
+            if cfg.name == "custom":
+                cfg.name = Path(args.config).stem
+    except ConfigError as exc:
+        return _fail(str(exc))
+    if args.out:
+        out = Path(args.out)
+        if not args.resume and (out / "status.json").exists():
+            return _fail(f"{out} already holds a run; use --resume to continue it or choose another --out")
+    elif world > 1:
+        return _fail("under torchrun pass --out RUN_DIR so every rank writes to the same run")
+    else:
+        out = default_run_dir(args.runs_dir, cfg.name)
+    if not cfg.data.root:
+        return _fail(f"data.root is empty: pass --set data.root=/path/to/{cfg.data.dataset}")
+
+    from flrdf.engine.trainer import train
+
+    print(f"run directory: {out}", flush=True)
+    status = train(cfg, out, resume=args.resume)
+    state = status.get("state")
+    if state == "failed":
+        print(f"error: training failed: {status.get('error')}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _load(args):
+    from flrdf.engine.checkpoint import load_model
+    from flrdf.engine.step import resolve_device
+
+    device = resolve_device(args.device)
+    return load_model(args.run or args.checkpoint, device), device
+
+
+def eval_main(argv: list[str]) -> int:
+    p = _Parser(prog="python -m flrdf eval", description="Evaluate a run or checkpoint; prints one JSON object.")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--run", help="run directory (uses checkpoints/last.pt)")
+    src.add_argument("--checkpoint", help="checkpoint .pt or model .safetensors")
+    p.add_argument("--split", help="dataset split (default: the config's test split)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override the stored config, e.g. --set data.root=/data/CUB_200_2011")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--tau", type=float)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--workers", type=int)
+    p.add_argument("--out", help="also write the JSON to this file")
+    args = p.parse_args(argv)
+
+    from flrdf.data import DatasetError
+    from flrdf.engine.checkpoint import CheckpointError
+    from flrdf.engine.evaluate import evaluate
+    from flrdf.engine.loaders import eval_loader
+    from flrdf.engine.step import precision_for
+
+    try:
+        loaded, device = _load(args)
+        cfg = apply_overrides(loaded.config, args.overrides)
+        if args.tau is not None and not 0 <= args.tau <= 1:
+            return _fail("--tau must lie in [0, 1]")
+        split = args.split or cfg.data.test_split
+        loader = eval_loader(cfg.data, split, args.batch_size or cfg.optim.batch_size, args.workers)
+        if len(loader.dataset.class_names) != len(loaded.class_names):
+            return _fail(f"the {split} split has {len(loader.dataset.class_names)} classes, "
+                         f"the checkpoint {len(loaded.class_names)}")
+        loaded.model.cfg.tau = args.tau if args.tau is not None else loaded.model.cfg.tau
+        prec = precision_for(device, cfg.runtime.amp, cfg.runtime.channels_last)
+        if prec.channels_last:
+            loaded.model.to(memory_format=torch.channels_last)
+        from tqdm import tqdm
+
+        with tqdm(total=len(loader.dataset), desc=f"eval {split}", disable=not sys.stderr.isatty()) as bar:
+            result = evaluate(loaded.model, loader, prec, progress=bar.update)
+    except (CheckpointError, ConfigError, DatasetError, FileNotFoundError, RuntimeError) as exc:
+        return _fail(str(exc))
+    result = {"split": split, "tau": loaded.model.cfg.tau, "checkpoint": str(loaded.path), **result}
+    text = json.dumps(result)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+    return 0
+
+
+def predict_main(argv: list[str]) -> int:
+    p = _Parser(prog="python -m flrdf predict",
+                description="Top-k classes and the foreground box of each image; one JSON line per image.")
+    p.add_argument("--checkpoint", required=True, help="checkpoint .pt, model .safetensors or run directory")
+    p.add_argument("images", nargs="+")
+    p.add_argument("--topk", type=int, default=5)
+    p.add_argument("--tau", type=float)
+    p.add_argument("--device", default="auto")
+    args = p.parse_args(argv)
+    args.run = None
+
+    from flrdf.boxes import box_to_image
+    from flrdf.data import DatasetError, build_transform, load_image
+    from flrdf.engine.checkpoint import CheckpointError
+
+    try:
+        loaded, device = _load(args)
+    except (CheckpointError, RuntimeError) as exc:
+        return _fail(str(exc))
+    d = loaded.config.data
+    transform = build_transform(False, d.resize, d.image_size)
+    failures = 0
+    for path in args.images:
+        try:
+            image = load_image(path)
+        except (DatasetError, OSError) as exc:
+            print(json.dumps({"image": path, "error": str(exc)}))
+            failures += 1
+            continue
+        x, _ = transform(image, None)
+        with torch.no_grad():
+            out = loaded.model(x[None].to(device), tau=args.tau)
+        probs = out.logits.float().softmax(1)[0]
+        k = max(1, min(args.topk, probs.numel()))
+        top = probs.topk(k)
+        box = box_to_image(out.boxes[0].cpu(), image.size, d.resize, d.image_size)
+        print(json.dumps({
+            "image": path,
+            "top": [{"label": int(i), "class_name": loaded.class_names[int(i)], "prob": round(float(v), 6)}
+                    for v, i in zip(top.values, top.indices)],
+            "box": [round(float(v), 2) for v in box],
+            "image_size": list(image.size),
+        }))
+    return 1 if failures else 0

@@ -1,0 +1,57 @@
+"""Evaluation: top-1/top-5 of the combined prediction and of each branch, and
+localization accuracy of the predicted boxes (IoU >= 0.5, the paper's Table 3)
+and mean IoU where the split has boxes. Sums are all-reduced across DDP ranks."""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+
+from flrdf.boxes import box_iou
+from flrdf.engine.step import Precision
+
+EVAL_KEYS = ("top1", "top5", "top1_raw", "top1_object", "top1_jigsaw", "n", "loc_acc", "mean_iou")
+
+
+@torch.no_grad()
+def evaluate(model, loader, precision: Precision, tau: float | None = None, progress=None) -> dict:
+    model.eval()
+    keys = ("top1", "top5", "top1_raw", "top1_object", "top1_jigsaw", "n", "n_box", "loc_hits", "iou_sum")
+    sums = torch.zeros(len(keys), dtype=torch.float64)
+    has = {"object": False, "jigsaw": False}
+    for batch in loader:
+        images = precision.prepare(batch["image"])
+        labels = batch["label"].to(precision.device)
+        with precision.autocast():
+            out = model(images, tau=tau, with_jigsaw=True)
+        k = min(5, out.logits.shape[1])
+        top = out.logits.float().topk(k, dim=1).indices
+        row = {
+            "top1": (top[:, 0] == labels).sum(),
+            "top5": (top == labels[:, None]).any(dim=1).sum(),
+            "top1_raw": (out.logits_raw.argmax(1) == labels).sum(),
+            "n": labels.numel(),
+        }
+        for name, logits in (("object", out.logits_object), ("jigsaw", out.logits_jigsaw)):
+            if logits is not None:
+                has[name] = True
+                row[f"top1_{name}"] = (logits.argmax(1) == labels).sum()
+        mask = batch["has_box"].to(precision.device)
+        if mask.any() and out.boxes is not None:
+            iou = box_iou(out.boxes[mask], batch["box"].to(precision.device)[mask])
+            row.update(n_box=mask.sum(), loc_hits=(iou >= 0.5).sum(), iou_sum=iou.sum())
+        sums += torch.tensor([float(row.get(key, 0)) for key in keys], dtype=torch.float64)
+        if progress is not None:
+            progress(labels.numel())
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(sums)
+    s = dict(zip(keys, sums.tolist()))
+    n = max(s["n"], 1)
+    result = {"top1": s["top1"] / n, "top5": s["top5"] / n, "top1_raw": s["top1_raw"] / n,
+              "top1_object": s["top1_object"] / n if has["object"] else None,
+              "top1_jigsaw": s["top1_jigsaw"] / n if has["jigsaw"] else None, "n": int(s["n"])}
+    if s["n_box"] > 0:
+        result.update(loc_acc=s["loc_hits"] / s["n_box"], mean_iou=s["iou_sum"] / s["n_box"], n_box=int(s["n_box"]))
+    else:
+        result.update(loc_acc=None, mean_iou=None, n_box=0)
+    return {k: (round(v, 6) if isinstance(v, float) else v) for k, v in result.items()}

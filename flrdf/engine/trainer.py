@@ -1,0 +1,322 @@
+"""The training loop: one function, ``train(cfg, run_dir, resume)``, used by the CLI,
+by ``torchrun`` (DistributedDataParallel, rank 0 writes the run directory) and,
+through a subprocess, by the dashboard.
+
+Faults: SIGTERM/SIGINT -> checkpoint + status 'stopped'; a NaN/inf loss ->
+status 'failed' with the last good checkpoint kept; any exception -> 'failed'
+with its message. ``resume`` continues from ``checkpoints/last.pt``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import signal
+import socket
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from tqdm import tqdm
+
+from flrdf.config import Config, dump_config
+from flrdf.engine.checkpoint import read_checkpoint, save_checkpoint, set_rng_state, unwrap
+from flrdf.engine.evaluate import evaluate
+from flrdf.engine.loaders import build_loaders
+from flrdf.engine.rundir import RunDir, now_iso
+from flrdf.engine.step import precision_for, resolve_device, train_step
+from flrdf.model import FLRDF
+
+log = logging.getLogger("flrdf.train")
+
+
+class TrainingFailed(RuntimeError):
+    pass
+
+
+class _StopFlag:
+    def __init__(self):
+        self.signal: int | None = None
+        self._old = {}
+
+    def install(self):
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self._old[sig] = signal.signal(sig, self._handle)
+
+    def _handle(self, signum, frame):
+        self.signal = signum
+
+    def restore(self):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+def _setup_distributed() -> tuple[int, int, int]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend)
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    return rank, world, local
+
+
+def _setup_logging(run: RunDir | None, rank: int) -> None:
+    log.setLevel(logging.INFO)
+    log.handlers.clear()
+    log.propagate = False
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S")
+    console = logging.StreamHandler(sys.stdout)
+    console.setFormatter(fmt)
+    log.addHandler(console)
+    if run is not None and rank == 0:
+        fh = logging.FileHandler(run.log)
+        fh.setFormatter(fmt)
+        log.addHandler(fh)
+    logging.getLogger("flrdf.backbone").handlers = log.handlers  # backbone init warnings into log.txt
+
+
+def lr_lambda(total_steps: int, warmup_steps: int, schedule: str):
+    def f(step: int) -> float:
+        if warmup_steps and step < warmup_steps:
+            return (step + 1) / warmup_steps
+        if schedule == "constant":
+            return 1.0
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    return f
+
+
+def _seed_everything(seed: int, deterministic: bool) -> None:
+    import random
+
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+    elif torch.cuda.is_available():
+        torch.backends.cudnn.benchmark = True
+
+
+def train(cfg: Config, run_dir: str | Path, resume: bool = False) -> dict:
+    """Run (or continue) a training job writing ``run_dir``. Returns the final status dict."""
+    rank, world, local = _setup_distributed()
+    is_main = rank == 0
+    run = RunDir(run_dir)
+    if is_main:
+        run.create()
+    if world > 1:
+        dist.barrier()
+    _setup_logging(run, rank)
+    stop = _StopFlag()
+    stop.install()
+    status = {}
+    try:
+        if is_main:
+            started = (run.status() or {}).get("started") if resume else None
+            run.update_status(state="running", pid=os.getpid(), host=socket.gethostname(), started=started or now_iso(),
+                              error=None, config=cfg.name, dataset=cfg.data.dataset, world_size=world)
+            run.config.write_text(dump_config(cfg))
+        status = _train(cfg, run, resume, rank, world, local, stop)
+    except Exception as exc:
+        message = f"{type(exc).__name__}: {exc}"
+        log.error("training failed: %s\n%s", message, traceback.format_exc())
+        status = {"state": "failed", "error": message}
+    finally:
+        stop.restore()
+        if is_main and status:
+            status = run.update_status(**status)
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    return status
+
+
+def _train(cfg: Config, run: RunDir, resume: bool, rank: int, world: int, local: int, stop: _StopFlag) -> dict:
+    is_main = rank == 0
+    device = resolve_device(cfg.runtime.device)
+    if device.type == "cuda" and world > 1:
+        device = torch.device("cuda", local)
+        torch.cuda.set_device(device)
+    prec = precision_for(device, cfg.runtime.amp, cfg.runtime.channels_last)
+    _seed_everything(cfg.runtime.seed + rank, cfg.runtime.deterministic)
+
+    o = cfg.optim
+    loaders = build_loaders(cfg.data, o.batch_size, cfg.runtime.seed, rank, world, pin_memory=device.type == "cuda")
+    class_names = loaders.class_names
+    model = FLRDF(cfg.model, len(class_names))
+    if model.backbone.init.startswith("random"):
+        log.warning("backbone %s: %s - expect slow convergence", cfg.model.backbone, model.backbone.init)
+    model.to(device)
+    if prec.channels_last:
+        model.to(memory_format=torch.channels_last)
+    backbone_params, new_params = model.param_groups()
+    optimizer = torch.optim.SGD([
+        {"params": backbone_params, "lr": o.lr_backbone},
+        {"params": new_params, "lr": o.lr_new},
+    ], lr=o.lr_new, momentum=o.momentum, weight_decay=o.weight_decay)
+    steps_per_epoch = len(loaders.train)
+    if steps_per_epoch == 0:
+        raise ValueError("the training split yields no batch; lower optim.batch_size")
+    total_steps = o.epochs * steps_per_epoch
+    if o.max_steps:
+        total_steps = min(total_steps, o.max_steps)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(total_steps, o.warmup_steps, o.schedule))
+
+    epoch, step, start_in_epoch = 0, 0, 0
+    if resume:
+        if not run.last.is_file():
+            raise FileNotFoundError(f"--resume: {run.last} does not exist (nothing to resume)")
+        state = read_checkpoint(run.last)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        if prec.scaler is not None and "scaler" in state:
+            prec.scaler.load_state_dict(state["scaler"])
+        epoch, step = state["epoch"], state["step"]
+        start_in_epoch = state["extra"].get("batch_in_epoch", 0)
+        set_rng_state(state["rng"])
+        if is_main:
+            run.truncate_metrics_after(step)
+        log.info("resumed from %s at epoch %d, step %d", run.last, epoch, step)
+
+    train_model = model
+    if world > 1:
+        ddp_kwargs = {"device_ids": [device.index]} if device.type == "cuda" else {}
+        train_model = torch.nn.parallel.DistributedDataParallel(
+            model, find_unused_parameters=o.raw_warmup_epochs > 0, **ddp_kwargs)
+    if cfg.runtime.compile:
+        train_model = torch.compile(train_model)
+
+    log.info("config %s | %s | %d classes | %d train batches/epoch x %d epochs | %s | world %d",
+             cfg.name, cfg.data.dataset, len(class_names), steps_per_epoch, o.epochs, prec.describe(), world)
+
+    def checkpoint(path, batch_in_epoch=0, ep=None):
+        if is_main:
+            save_checkpoint(path, model, cfg, class_names, epoch=epoch if ep is None else ep, step=step,
+                            optimizer=optimizer, scheduler=scheduler, scaler=prec.scaler,
+                            extra={"batch_in_epoch": batch_in_epoch})
+
+    def stop_requested() -> bool:
+        flag = stop.signal is not None
+        if world > 1:
+            t = torch.tensor([1.0 if flag else 0.0], device=device if device.type == "cuda" else "cpu")
+            dist.all_reduce(t)
+            flag = bool(t.item() > 0)
+        return flag
+
+    def log_eval(split: str, loader) -> dict:
+        result = evaluate(train_model if world == 1 else model, loader, prec)
+        if is_main:
+            run.append_metrics({"step": step, "epoch": epoch, "split": split, **result, "time": time.time()})
+        log.info("eval %s epoch %d: %s", split, epoch, {k: v for k, v in result.items() if v is not None})
+        return result
+
+    best_val, final_test = None, None
+    done = step >= total_steps
+    finished_epoch = True
+    while epoch < o.epochs and not done:
+        loaders.train_sampler.set_epoch(epoch, start_in_epoch * o.batch_size)
+        batch_in_epoch = start_in_epoch
+        start_in_epoch = 0
+        raw_only = epoch < o.raw_warmup_epochs
+        train_model.train()
+        sums = torch.zeros(4, device=device)
+        bad = torch.zeros((), dtype=torch.bool, device=device)
+        n_sum, n_steps, t_last = 0, 0, time.perf_counter()
+        bar = tqdm(total=steps_per_epoch, initial=batch_in_epoch, desc=f"epoch {epoch + 1}/{o.epochs}",
+                   disable=not (is_main and sys.stderr.isatty()), dynamic_ncols=True)
+        for batch in loaders.train:
+            terms = train_step(train_model, batch["image"], batch["label"], optimizer, prec, cfg.loss,
+                               raw_only=raw_only, grad_clip=o.grad_clip)
+            scheduler.step()
+            step += 1
+            batch_in_epoch += 1
+            n_sum += batch["image"].shape[0] * world
+            stacked = torch.stack([terms[k] for k in ("loss_raw", "loss_object", "loss_jigsaw", "loss_total")])
+            sums += stacked
+            n_steps += 1
+            bad |= ~torch.isfinite(terms["loss_total"])
+            bar.update(1)
+            at_log = step == 1 or step % cfg.runtime.log_every == 0 or batch_in_epoch == steps_per_epoch \
+                or step >= total_steps
+            if at_log:
+                if world > 1:
+                    dist.all_reduce(sums)
+                    sums /= world
+                    flag = bad.float()
+                    dist.all_reduce(flag)
+                    bad = flag > 0
+                values = (sums / max(1, n_steps)).tolist()
+                dt = time.perf_counter() - t_last
+                active = ("raw",) if raw_only else model.branches
+                record = {"step": step, "epoch": round(epoch + batch_in_epoch / steps_per_epoch, 4),
+                          "loss_raw": values[0], "loss_object": values[1] if "object" in active else None,
+                          "loss_jigsaw": values[2] if "jigsaw" in active else None,
+                          "loss_total": values[3], "lr": optimizer.param_groups[1]["lr"],
+                          "lr_backbone": optimizer.param_groups[0]["lr"],
+                          "images_per_s": round(n_sum / dt, 2) if dt > 0 else None, "time": time.time()}
+                if bool(bad):
+                    msg = (f"loss became NaN/inf at step {step} (epoch {epoch + 1}); "
+                           f"last good checkpoint kept: {run.last if run.last.exists() else 'none yet'}. "
+                           "Lower the learning rate or enable optim.grad_clip.")
+                    if is_main:
+                        run.append_metrics(record)
+                    raise TrainingFailed(msg)
+                if is_main:
+                    run.append_metrics(record)
+                    run.update_status(epoch=epoch, step=step, total_steps=total_steps)
+                bar.set_postfix(loss=f"{values[3]:.3f}", ips=record["images_per_s"])
+                sums.zero_()
+                n_sum, n_steps, t_last = 0, 0, time.perf_counter()
+            if step >= total_steps:
+                done = True
+                break
+            if stop_requested():
+                bar.close()
+                checkpoint(run.last, batch_in_epoch)
+                name = signal.Signals(stop.signal).name if stop.signal else "signal"
+                log.info("stopped by %s at step %d; checkpoint %s", name, step, run.last)
+                return {"state": "stopped", "step": step, "epoch": epoch, "stopped_by": name}
+        bar.close()
+        finished_epoch = batch_in_epoch >= steps_per_epoch
+        if finished_epoch:
+            epoch += 1
+            if loaders.val is not None:
+                val = log_eval("val", loaders.val)
+                if best_val is None or val["top1"] > best_val:
+                    best_val = val["top1"]
+                    checkpoint(run.best)
+        last = done or epoch >= o.epochs
+        periodic = finished_epoch and cfg.runtime.eval_every and epoch % cfg.runtime.eval_every == 0
+        if loaders.test is not None and (last or periodic):
+            final_test = log_eval("test", loaders.test)
+        # after the evaluations (their loaders draw from the RNG), so a resume continues the same RNG stream
+        if finished_epoch and cfg.runtime.checkpoint_every and epoch % cfg.runtime.checkpoint_every == 0:
+            checkpoint(run.last)
+        if not last and stop_requested():
+            checkpoint(run.last)
+            return {"state": "stopped", "step": step, "epoch": epoch}
+    checkpoint(run.last, 0 if finished_epoch else batch_in_epoch)
+    log.info("finished: step %d, epoch %d", step, epoch)
+    result = {"state": "finished", "step": step, "epoch": epoch, "final": final_test, "best_val_top1": best_val}
+    if world > 1:
+        result["rank_checksums"] = _rank_checksums(model, device)
+        log.info("parameter checksums per rank: %s", result["rank_checksums"])
+    return result
+
+
+def _rank_checksums(model, device) -> list[float]:
+    """Sum of all parameters on every rank - equal when DDP kept the replicas in sync."""
+    total = torch.stack([p.detach().double().sum() for p in model.parameters()]).sum().reshape(1)
+    total = total.to(device if device.type == "cuda" else "cpu")
+    gathered = [torch.zeros_like(total) for _ in range(dist.get_world_size())]
+    dist.all_gather(gathered, total)
+    return [float(t.item()) for t in gathered]

@@ -1,0 +1,215 @@
+"""End-to-end tests of the training engine on a tiny synthetic set (seconds each)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from flrdf.cli import main as cli_main
+from flrdf.config import ConfigError, load_config
+from flrdf.data.synthetic import make_demo_data
+from flrdf.engine.checkpoint import CheckpointError, load_model, read_checkpoint
+from flrdf.engine.rundir import read_metrics
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def demo_root(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo")
+    make_demo_data(out, num_classes=4, train_per_class=8, test_per_class=3, image_size=80, seed=0)
+    return out
+
+
+def tiny(root, **extra):
+    sets = {"data.root": str(root), "data.image_size": 64, "data.resize": 72, "data.num_workers": 0,
+            "optim.batch_size": 8, "optim.epochs": 2, "optim.raw_warmup_epochs": 0, "optim.warmup_steps": 0,
+            "optim.lr_backbone": 0.02, "optim.lr_new": 0.02, "runtime.log_every": 1, "runtime.device": "cpu",
+            "runtime.deterministic": True, "runtime.eval_every": 0}
+    sets.update(extra)
+    args = []
+    for k, v in sets.items():
+        args += ["--set", f"{k}={v}"]
+    return args
+
+
+def run_cli(args):
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    return subprocess.Popen([sys.executable, "-m", "flrdf", *args], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_train_eval_predict_end_to_end(demo_root, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert cli_main(["train", "--config", "demo", "--out", str(run), *tiny(demo_root)]) == 0
+    status = json.loads((run / "status.json").read_text())
+    assert status["state"] == "finished" and status["step"] == 8
+    metrics = read_metrics(run)
+    steps = [m for m in metrics if "loss_total" in m]
+    assert [m["step"] for m in steps] == list(range(1, 9))
+    for key in ("step", "epoch", "loss_raw", "loss_object", "loss_jigsaw", "loss_total", "lr", "images_per_s"):
+        assert key in steps[0]
+    evals = [m for m in metrics if m.get("split") == "test"]
+    assert len(evals) == 1 and evals[-1]["n"] == 12
+    assert (run / "config.yaml").is_file() and (run / "log.txt").read_text()
+    capsys.readouterr()
+
+    assert cli_main(["eval", "--run", str(run), "--device", "cpu"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    for key in ("top1", "top5", "top1_raw", "top1_object", "top1_jigsaw", "n", "loc_acc", "mean_iou"):
+        assert key in result
+    assert result["n"] == 12 and 0 <= result["loc_acc"] <= 1
+    assert result["top1"] == pytest.approx(evals[-1]["top1"])
+
+    image = next((demo_root / "CUB_200_2011" / "images").rglob("*.jpg"))
+    assert cli_main(["predict", "--checkpoint", str(run / "checkpoints" / "last.pt"), str(image),
+                     "--topk", "3", "--device", "cpu"]) == 0
+    line = json.loads(capsys.readouterr().out.strip())
+    assert len(line["top"]) == 3 and abs(sum(t["prob"] for t in line["top"])) <= 1.0 + 1e-6
+    w, h = line["image_size"]
+    x1, y1, x2, y2 = line["box"]
+    assert 0 <= x1 < x2 <= w and 0 <= y1 < y2 <= h
+
+
+def test_branch_losses_fall_on_fixed_batch(demo_root):
+    from flrdf.config import Config
+    from flrdf.data import FGVCDataset, build_transform
+    from flrdf.engine.loaders import records_for
+    from flrdf.engine.step import precision_for, train_step
+    from flrdf.model import FLRDF
+
+    torch.manual_seed(0)
+    cfg = load_config("demo", tiny(demo_root)[1::2])
+    ds = FGVCDataset(records_for(cfg.data, "train"), build_transform(False, 72, 64))
+    batch = torch.utils.data.default_collate([ds[i] for i in range(0, 32, 4)])
+    model = FLRDF(cfg.model, 4).train()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    prec = precision_for(torch.device("cpu"))
+    history = []
+    for _ in range(12):
+        torch.manual_seed(1)
+        history.append(train_step(model, batch["image"], batch["label"], opt, prec))
+    for key in ("loss_raw", "loss_object", "loss_jigsaw", "loss_total"):
+        first, last = history[0][key].item(), min(h[key].item() for h in history[-3:])
+        assert last < first, (key, first, last)
+
+
+def _weights(path):
+    return read_checkpoint(path)["model"]
+
+
+def test_sigkill_then_resume_matches_uninterrupted(demo_root, tmp_path):
+    args = tiny(demo_root, **{"optim.epochs": 3})
+    ref = tmp_path / "ref"  # every run in a subprocess with the same thread count: same float summation order
+    assert run_cli(["train", "--config", "demo", "--out", str(ref), *args]).wait() == 0
+
+    run = tmp_path / "killed"
+    proc = run_cli(["train", "--config", "demo", "--out", str(run), *args])
+    deadline = time.time() + 120
+    while not (run / "checkpoints" / "last.pt").exists() and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert json.loads((run / "status.json").read_text())["state"] == "running"  # killed before finishing
+    assert run_cli(["train", "--out", str(run), "--resume"]).wait() == 0
+    assert json.loads((run / "status.json").read_text())["state"] == "finished"
+    a, b = _weights(ref / "checkpoints" / "last.pt"), _weights(run / "checkpoints" / "last.pt")
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    steps = [m["step"] for m in read_metrics(run) if "loss_total" in m]
+    assert steps == sorted(set(steps))  # no duplicated steps after the resume
+
+
+def test_sigterm_stops_cleanly_then_resume_finishes(demo_root, tmp_path):
+    run = tmp_path / "run"
+    proc = run_cli(["train", "--config", "demo", "--out", str(run), *tiny(demo_root, **{"optim.epochs": 6})])
+    deadline = time.time() + 120
+    while not read_metrics(run) and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=120) == 0
+    status = json.loads((run / "status.json").read_text())
+    assert status["state"] == "stopped", status
+    assert (run / "checkpoints" / "last.pt").is_file()
+    assert cli_main(["train", "--out", str(run), "--resume"]) == 0
+    status = json.loads((run / "status.json").read_text())
+    assert status["state"] == "finished" and status["step"] == 24
+
+
+def test_nan_loss_fails_with_message(demo_root, tmp_path):
+    run = tmp_path / "run"
+    code = cli_main(["train", "--config", "demo", "--out", str(run),
+                     *tiny(demo_root, **{"optim.lr_backbone": 1e12, "optim.lr_new": 1e12, "optim.epochs": 3})])
+    assert code == 1
+    status = json.loads((run / "status.json").read_text())
+    assert status["state"] == "failed" and "NaN" in status["error"]
+
+
+def test_broken_root_fails_with_message(tmp_path):
+    run = tmp_path / "run"
+    code = cli_main(["train", "--config", "demo", "--out", str(run), "--set", f"data.root={tmp_path / 'nope'}"])
+    assert code == 1
+    status = json.loads((run / "status.json").read_text())
+    assert status["state"] == "failed" and "nope" in status["error"]
+
+
+def test_validation_split_gives_best_checkpoint(demo_root, tmp_path):
+    run = tmp_path / "run"
+    assert cli_main(["train", "--config", "demo", "--out", str(run),
+                     *tiny(demo_root, **{"data.val_fraction": 0.25, "optim.epochs": 1})]) == 0
+    assert (run / "checkpoints" / "best.pt").is_file()
+    assert any(m.get("split") == "val" for m in read_metrics(run))
+
+
+def test_ddp_two_processes_gloo_agree(demo_root, tmp_path):
+    run = tmp_path / "ddp"
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+           "-m", "flrdf", "train", "--config", "demo", "--out", str(run),
+           *tiny(demo_root, **{"optim.epochs": 1, "optim.batch_size": 4})]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    status = json.loads((run / "status.json").read_text())
+    assert status["state"] == "finished" and status["world_size"] == 2
+    sums = status["rank_checksums"]
+    assert len(sums) == 2 and sums[0] == sums[1]
+    assert status["final"]["n"] == 12  # sharded evaluation covers the split exactly once
+
+
+def test_bad_checkpoints_are_refused(tmp_path):
+    bad = tmp_path / "bad.pt"
+    torch.save({"weights": torch.zeros(2)}, bad)
+    with pytest.raises(CheckpointError, match="not an FLRDF checkpoint"):
+        load_model(bad)
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError):
+        load_model(tmp_path / "junk.pt")
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("echo pwned",))
+    torch.save({"format": "flrdf-checkpoint", "x": Evil()}, tmp_path / "evil.pt")
+    with pytest.raises(CheckpointError, match="refused|not a loadable"):
+        load_model(tmp_path / "evil.pt")
+
+
+def test_config_overrides_and_errors(tmp_path):
+    cfg = load_config("cub", ["model.backbone=resnet18", "optim.epochs=3", "model.tau=0.6"])
+    assert (cfg.model.backbone, cfg.optim.epochs, cfg.model.tau) == ("resnet18", 3, 0.6)
+    assert load_config("cars-baseline").model.branches == "raw"
+    assert load_config("aircraft").data.train_split == "trainval"
+    with pytest.raises(ConfigError, match="unknown config key"):
+        load_config("cub", ["model.bakcbone=resnet18"])
+    with pytest.raises(ConfigError, match="integer"):
+        load_config("cub", ["optim.epochs=many"])
+    with pytest.raises(ConfigError, match="does not tile"):
+        load_config("cub", ["model.jigsaw_n=5"])
+    p = tmp_path / "mine.yaml"
+    p.write_text("base: demo\noptim: {epochs: 7}\n")
+    assert load_config(str(p)).optim.epochs == 7
