@@ -14,6 +14,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("flrdf.engine.commands:train_main", "train a model; writes a run directory"),
     "eval": ("flrdf.engine.commands:eval_main", "evaluate a run or checkpoint; prints JSON"),
     "predict": ("flrdf.engine.commands:predict_main", "top-k classes and box for images"),
+    "export": ("flrdf.engine.commands:export_main", "model file (.safetensors) or backbone weights from a checkpoint"),
     "bench": ("flrdf.bench:main", "training/inference throughput of FLRDF vs the plain baseline"),
     "data-info": ("flrdf.data.commands:data_info_main", "summarise a dataset root as JSON"),
     "make-demo-data": ("flrdf.data.synthetic:main", "write the synthetic fine-grained set"),

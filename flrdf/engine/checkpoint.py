@@ -193,3 +193,15 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedMo
     model.to(device).eval()
     return LoadedModel(model, cfg, list(state["class_names"]), path, state.get("epoch"), state.get("step"),
                        state.get("extra") or {})
+
+
+def backbone_state_dict(model) -> dict[str, torch.Tensor]:
+    """The backbone's weights under torchvision ResNet names (loadable as ``model.weights``)."""
+    rename = {"stem.0.": "conv1.", "stem.1.": "bn1."}
+    out = {}
+    for k, v in unwrap(model).backbone.state_dict().items():
+        for old, new in rename.items():
+            if k.startswith(old):
+                k = new + k[len(old):]
+        out[k] = v.detach().cpu().clone()
+    return out

@@ -187,3 +187,41 @@ def predict_main(argv: list[str]) -> int:
             "image_size": list(image.size),
         }))
     return 1 if failures else 0
+
+
+def export_main(argv: list[str]) -> int:
+    p = _Parser(prog="python -m flrdf export",
+                description="Export a checkpoint or run: a weights-only model file (.safetensors, config and class "
+                            "names inside) and/or the backbone as a torchvision-format state dict (for model.weights).")
+    p.add_argument("--checkpoint", required=True, help="checkpoint .pt, model .safetensors or run directory")
+    p.add_argument("--model-out", help="write a .safetensors model file here")
+    p.add_argument("--fp32", action="store_true", help="keep fp32 weights in the model file (default fp16)")
+    p.add_argument("--backbone-out", help="write the backbone state dict (.pth or .safetensors) here")
+    args = p.parse_args(argv)
+    if not (args.model_out or args.backbone_out):
+        return _fail("nothing to do: pass --model-out and/or --backbone-out")
+
+    from flrdf.engine.checkpoint import CheckpointError, backbone_state_dict, load_model, save_model_file
+
+    try:
+        loaded = load_model(args.checkpoint)
+    except CheckpointError as exc:
+        return _fail(str(exc))
+    if args.model_out:
+        final = (loaded.extra or {}).get("metrics") or {}
+        status = Path(loaded.path).parent.parent / "status.json"
+        if not final and status.is_file():
+            final = (json.loads(status.read_text()).get("final") or {})
+        save_model_file(Path(args.model_out), loaded.model, loaded.config, loaded.class_names,
+                        half=not args.fp32, metrics=final)
+        print(f"model file: {args.model_out} ({Path(args.model_out).stat().st_size / 2**20:.1f} MiB)")
+    if args.backbone_out:
+        state = backbone_state_dict(loaded.model)
+        if args.backbone_out.endswith(".safetensors"):
+            from safetensors.torch import save_file
+
+            save_file(state, args.backbone_out)
+        else:
+            torch.save(state, args.backbone_out)
+        print(f"backbone weights: {args.backbone_out}")
+    return 0
