@@ -231,6 +231,7 @@ def _train(cfg: Config, run: RunDir, resume: bool, rank: int, world: int, local:
         sums = torch.zeros(4, device=device)
         bad = torch.zeros((), dtype=torch.bool, device=device)
         n_sum, n_steps, t_last = 0, 0, time.perf_counter()
+        epoch_sums, epoch_steps, epoch_t0 = torch.zeros(4, device=device), 0, time.perf_counter()
         bar = tqdm(total=steps_per_epoch, initial=batch_in_epoch, desc=f"epoch {epoch + 1}/{o.epochs}",
                    disable=not (is_main and sys.stderr.isatty()), dynamic_ncols=True)
         for batch in loaders.train:
@@ -242,7 +243,9 @@ def _train(cfg: Config, run: RunDir, resume: bool, rank: int, world: int, local:
             n_sum += batch["image"].shape[0] * world
             stacked = torch.stack([terms[k] for k in ("loss_raw", "loss_object", "loss_jigsaw", "loss_total")])
             sums += stacked
+            epoch_sums += stacked
             n_steps += 1
+            epoch_steps += 1
             bad |= ~torch.isfinite(terms["loss_total"])
             bar.update(1)
             at_log = step == 1 or step % cfg.runtime.log_every == 0 or batch_in_epoch == steps_per_epoch \
@@ -286,6 +289,12 @@ def _train(cfg: Config, run: RunDir, resume: bool, rank: int, world: int, local:
                 log.info("stopped by %s at step %d; checkpoint %s", name, step, run.last)
                 return {"state": "stopped", "step": step, "epoch": epoch, "stopped_by": name}
         bar.close()
+        if epoch_steps:
+            secs = time.perf_counter() - epoch_t0
+            avg = (epoch_sums / epoch_steps).tolist()
+            log.info("epoch %d/%d: %d steps in %.1fs (%.1f images/s) | loss_total %.4f raw %.4f object %.4f jigsaw %.4f",
+                     epoch + 1, o.epochs, epoch_steps, secs, epoch_steps * o.batch_size * world / secs,
+                     avg[3], avg[0], avg[1], avg[2])
         finished_epoch = batch_in_epoch >= steps_per_epoch
         if finished_epoch:
             epoch += 1

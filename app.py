@@ -1,0 +1,41 @@
+"""``python app.py``: serve the FLRDF Studio dashboard (see dashboard/app.py).
+
+With no arguments it runs offline on the bundled demo model (assets/).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="FLRDF Studio dashboard")
+    parser.add_argument("--checkpoint", default=None,
+                        help="checkpoint .pt, model .safetensors or run directory "
+                             "(default: assets/demo_model.safetensors)")
+    parser.add_argument("--runs-dir", default="runs", help="folder whose run directories are offered (default: runs)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0 for all)")
+    parser.add_argument("--port", type=int, default=7860, help="port (default 7860)")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
+    parser.add_argument("--share", action="store_true", help="also open a public Gradio share link")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="CPU compute threads (default 0: half the cores, at least 1 - "
+                             "robust when training runs beside)")
+    args = parser.parse_args(argv)
+
+    from dashboard.app import build_app, launch, set_compute_threads
+
+    set_compute_threads(args.threads)
+
+    try:
+        app = build_app(args.checkpoint, args.runs_dir, args.device)
+    except (RuntimeError, ValueError) as exc:
+        print(f"app.py: error: {exc}", file=sys.stderr)
+        return 2
+    launch(app, host=args.host, port=args.port, share=args.share)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

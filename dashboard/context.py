@@ -1,0 +1,158 @@
+"""State shared by the dashboard's tabs: where models and runs are, which device,
+and a thread-safe LRU cache of loaded models.
+
+A model is cached under (resolved checkpoint file, mtime, size), so a run whose
+``last.pt`` is rewritten by training is reloaded on the next request, and
+loading happens once even when requests arrive together.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from flrdf.engine.checkpoint import CheckpointError, LoadedModel, load_model, resolve_checkpoint_path
+from flrdf.engine.step import resolve_device
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+ASSETS_DIR = REPO_ROOT / "assets"
+DEMO_MODEL = ASSETS_DIR / "demo_model.safetensors"
+EXAMPLES_DIR = ASSETS_DIR / "examples"
+
+
+class ModelCache:
+    """LRU of ``LoadedModel`` keyed by checkpoint file + mtime + size; thread-safe."""
+
+    def __init__(self, device: torch.device, max_models: int = 3):
+        self.device = device
+        self.max_models = max(1, int(max_models))
+        self._models: OrderedDict[tuple, LoadedModel] = OrderedDict()
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def key(path: str | Path) -> tuple:
+        file = resolve_checkpoint_path(Path(path).expanduser())
+        st = file.stat()
+        return str(file.resolve()), st.st_mtime_ns, st.st_size
+
+    def get(self, path: str | Path) -> LoadedModel:
+        key = self.key(path)
+        with self._lock:  # one loader at a time: a second request for the same model waits and hits
+            if key in self._models:
+                self._models.move_to_end(key)
+                return self._models[key]
+            for old in [k for k in self._models if k[0] == key[0]]:  # a rewritten file: drop the stale copy
+                del self._models[old]
+            loaded = load_model(key[0], self.device)
+            self._models[key] = loaded
+            while len(self._models) > self.max_models:
+                self._models.popitem(last=False)
+            return loaded
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._models)
+
+
+@dataclass
+class Example:
+    file: Path
+    label: int | None
+    class_name: str | None
+    box: list[float] | None   # x1 y1 x2 y2 in the image's own pixels
+    sha1: str
+
+
+def file_sha1(path: str | Path) -> str:
+    h = hashlib.sha1()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def read_examples(folder: Path) -> list[Example]:
+    """``folder/examples.json`` entries ({file, label, class_name, box}); else every image file, no labels."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    index = folder / "examples.json"
+    entries = []
+    if index.is_file():
+        try:
+            entries = json.loads(index.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"{index}: unreadable examples index: {exc}") from None
+    else:
+        entries = [{"file": p.name} for p in sorted(folder.iterdir())
+                   if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".webp", ".bmp")]
+    out = []
+    for e in entries:
+        path = folder / str(e["file"])
+        if path.is_file():
+            out.append(Example(path, e.get("label"), e.get("class_name"), e.get("box"), file_sha1(path)))
+    return out
+
+
+@dataclass
+class DashboardContext:
+    """What every tab may read: checkpoint default, runs folder, device, model cache, examples."""
+
+    checkpoint: Path | None = None
+    runs_dir: Path = Path("runs")
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    examples_dir: Path = EXAMPLES_DIR
+    models: ModelCache = None  # type: ignore[assignment]
+    examples: list[Example] = field(default_factory=list)
+
+    @classmethod
+    def create(cls, checkpoint: str | Path | None = None, runs_dir: str | Path = "runs", device: str = "auto",
+               examples_dir: str | Path = EXAMPLES_DIR, max_models: int = 3) -> "DashboardContext":
+        dev = resolve_device(device)
+        ctx = cls(Path(checkpoint).expanduser() if checkpoint else DEMO_MODEL, Path(runs_dir).expanduser(), dev,
+                  Path(examples_dir), ModelCache(dev, max_models))
+        ctx.examples = read_examples(ctx.examples_dir)
+        return ctx
+
+    def load(self, path: str | Path | None = None) -> LoadedModel:
+        """The model at ``path`` (default checkpoint when empty); ``CheckpointError`` says what is wrong."""
+        text = str(path).strip() if path is not None else ""
+        if not text:
+            if self.checkpoint is None:
+                raise CheckpointError("no checkpoint given")
+            text = str(self.checkpoint)
+        return self.models.get(text)
+
+    def checkpoint_choices(self) -> list[str]:
+        """Default checkpoint, bundled demo model, then run directories under runs_dir that have a checkpoint."""
+        out: list[str] = []
+        for p in (self.checkpoint, DEMO_MODEL):
+            if p is not None and Path(p).exists() and str(p) not in out:
+                out.append(str(p))
+        if self.runs_dir.is_dir():
+            for run in sorted(self.runs_dir.iterdir(), key=lambda p: p.stat().st_mtime, reverse=True):
+                if run.is_dir():
+                    try:
+                        resolve_checkpoint_path(run)
+                    except CheckpointError:
+                        continue  # no checkpoint yet
+                elif run.suffix not in (".pt", ".safetensors"):
+                    continue
+                out.append(str(run))
+        return out
+
+    def example_for(self, path: str | Path) -> Example | None:
+        """The bundled example with the same bytes as ``path`` (uploads get new names; content does not change)."""
+        if not self.examples:
+            return None
+        try:
+            digest = file_sha1(path)
+        except OSError:
+            return None
+        return next((e for e in self.examples if e.sha1 == digest), None)

@@ -1,0 +1,117 @@
+"""InspectResult -> the values the Inspect tab's output components take.
+
+Pure functions (numpy, pandas, cv2): the tab module wires components and
+events; this module decides what each output shows. Kept apart so the layout
+can be tested and reused (e.g. by an export) without a running server.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pandas as pd
+
+from flrdf.inspect import InspectResult
+
+BOX_COLOURS = {"FLRDF box": "#ff3b30", "ground truth": "#34c759"}
+PRED_RGB = (255, 59, 48)
+GT_RGB = (52, 199, 89)
+MIN_DISPLAY = 256  # tiny originals are shown enlarged (nearest neighbour)
+
+
+def _scaled(box, scale: float, w: int, h: int) -> tuple[int, int, int, int]:
+    x1, y1, x2, y2 = (float(v) * scale for v in box)
+    x1, x2 = sorted((int(np.clip(round(x1), 0, w - 1)), int(np.clip(round(x2), 1, w))))
+    y1, y2 = sorted((int(np.clip(round(y1), 0, h - 1)), int(np.clip(round(y2), 1, h))))
+    return x1, y1, max(x2, x1 + 1), max(y2, y1 + 1)
+
+
+def annotated_preview(r: InspectResult) -> tuple[np.ndarray, list[tuple[tuple[int, int, int, int], str]]]:
+    """(image, [(box, label)]) for gr.AnnotatedImage: the original image with FLRDF's box (and the GT box)."""
+    img = enlarge(r.preview)
+    h, w = img.shape[:2]
+    scale = w / r.original_size[0]
+    boxes = [(_scaled(r.box_original, scale, w, h), "FLRDF box")]
+    if r.gt_box_original is not None:
+        boxes.append((_scaled(r.gt_box_original, scale, w, h), "ground truth"))
+    return img, boxes
+
+
+def enlarge(image: np.ndarray | None, min_side: int = MIN_DISPLAY) -> np.ndarray | None:
+    """Small network-resolution images scaled up (nearest neighbour, whole factor) for display."""
+    if image is None:
+        return None
+    up = max(1, int(np.ceil(min_side / max(image.shape[:2]))))
+    if up == 1:
+        return image
+    return cv2.resize(image, (image.shape[1] * up, image.shape[0] * up), interpolation=cv2.INTER_NEAREST)
+
+
+def draw_boxes(image: np.ndarray, box, gt_box=None) -> np.ndarray:
+    """Box outlines (input pixels) drawn on a copy of an (S, S, 3) image."""
+    out = np.ascontiguousarray(image.copy())
+    h, w = out.shape[:2]
+    thick = max(1, round(w / 128))
+    if gt_box is not None:
+        x1, y1, x2, y2 = _scaled(gt_box, 1.0, w, h)
+        cv2.rectangle(out, (x1, y1), (x2 - 1, y2 - 1), GT_RGB, thick)
+    x1, y1, x2, y2 = _scaled(box, 1.0, w, h)
+    cv2.rectangle(out, (x1, y1), (x2 - 1, y2 - 1), PRED_RGB, thick)
+    return out
+
+
+def top5_table(r: InspectResult) -> pd.DataFrame:
+    """Rank x branch (combined first), each cell 'class (p %)'."""
+    cols = {"rank": list(range(1, 1 + max(len(v) for v in r.top5.values())))}
+    order = ["combined"] + [b for b in r.top5 if b != "combined"]
+    for branch in order:
+        rows = r.top5[branch]
+        cells = [f"{name} ({p * 100:.1f}%)" for name, p in rows]
+        cols[branch] = cells + [""] * (len(cols["rank"]) - len(cells))
+    return pd.DataFrame(cols)
+
+
+def combined_label(r: InspectResult) -> dict[str, float]:
+    """gr.Label value: combined top-5 as {class: probability}."""
+    return {name: p for name, p in r.top5.get("combined", [])}
+
+
+def cam_gallery(r: InspectResult) -> list[tuple[np.ndarray, str]]:
+    """FLRDF's own maps first, then each CAM overlay with its box; captions carry the IoU."""
+    def caption(name: str, iou: float | None) -> str:
+        return name if iou is None else f"{name} - IoU {iou:.2f}"
+
+    items = [(draw_boxes(r.loc_overlay, r.box, r.gt_box), caption("FLRDF (suppressed map)", r.iou))]
+    items += [(draw_boxes(c.overlay, c.box, r.gt_box), caption(c.label, c.iou)) for c in r.cams]
+    return items
+
+
+def cam_table(r: InspectResult) -> pd.DataFrame:
+    rows = [{"method": "FLRDF", "box (input px)": _fmt(r.box), "box (original px)": _fmt(r.box_original),
+             "IoU vs GT": _num(r.iou), "ms": None}]
+    rows += [{"method": c.label, "box (input px)": _fmt(c.box), "box (original px)": _fmt(c.box_original),
+              "IoU vs GT": _num(c.iou), "ms": round(c.ms, 1)} for c in r.cams]
+    return pd.DataFrame(rows)
+
+
+def timing_table(r: InspectResult) -> pd.DataFrame:
+    return pd.DataFrame({"stage": list(r.timings_ms), "ms": [round(v, 1) for v in r.timings_ms.values()]})
+
+
+def status_text(r: InspectResult, model_name: str) -> str:
+    names = r.class_names
+    parts = [f"**Prediction:** {names[r.predicted]} ({dict(r.top5['combined']).get(names[r.predicted], 0) * 100:.1f}%)",
+             f"CAM target: {names[r.target]}{' (predicted)' if r.target == r.predicted else ''}",
+             f"tau {r.tau:g}, n {r.jigsaw_n}, seed {r.seed}"]
+    if r.iou is not None:
+        parts.append(f"FLRDF box IoU with ground truth: **{r.iou:.2f}**")
+    parts.append(f"{r.timings_ms.get('total', 0):.0f} ms server-side")
+    return " · ".join(parts) + f"  \nmodel: `{model_name}`"
+
+
+def _fmt(box) -> str:
+    return "[" + ", ".join(f"{float(v):.0f}" for v in box) + "]"
+
+
+def _num(v: float | None) -> float | None:
+    return None if v is None else round(float(v), 3)

@@ -1,0 +1,259 @@
+"""One image through a loaded FLRDF model, as plain data for the Inspect tab (and scripts).
+
+``inspect_image`` decodes the image (``flrdf.data.load_image``), applies the
+model's test transform, runs the full model (raw, object and jigsaw branches,
+jigsaw shuffle seeded per request), computes the requested CAM baselines
+(``flrdf.cams``) for the same target class with boxes at the same tau, and
+renders every picture as uint8 RGB at the network's input resolution. Boxes
+are given in input pixels and mapped back to the original image's pixels.
+No UI imports: the dashboard only lays the result out.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from PIL import Image
+from pytorch_grad_cam.utils.image import show_cam_on_image
+
+from flrdf.boxes import box_iou, box_to_image
+from flrdf.cams import METHODS, cam_boxes, check_methods, compute_cams, model_lock
+from flrdf.data import IMAGENET_MEAN, IMAGENET_STD, build_transform, load_image
+from flrdf.data.errors import ImageLoadError
+from flrdf.data.images import to_rgb
+from flrdf.engine.checkpoint import LoadedModel
+from flrdf.jigsaw import random_permutations
+
+BRANCHES = ("raw", "object", "jigsaw", "combined")
+TOP_K = 5
+PREVIEW_SIDE = 768  # longest side of the original-image preview
+
+
+class InspectError(ValueError):
+    """A request that cannot be served (bad image, bad setting); the message says why."""
+
+
+@dataclass
+class CamView:
+    method: str                    # key in flrdf.cams.METHODS
+    label: str                     # display name
+    map: np.ndarray                # float32 (S, S) in [0, 1]
+    overlay: np.ndarray            # uint8 (S, S, 3)
+    box: list[float]               # input pixels
+    box_original: list[float]      # original-image pixels
+    iou: float | None              # vs the ground-truth box, when given
+    ms: float                      # this method's own cost (the shared pass is timed apart)
+
+
+@dataclass
+class InspectResult:
+    image: np.ndarray              # uint8 (S, S, 3): what the network sees
+    preview: np.ndarray            # uint8 original image, longest side <= PREVIEW_SIDE
+    original_size: tuple[int, int]  # (W, H) of the decoded original
+    box: list[float]               # FLRDF's foreground box, input pixels
+    box_original: list[float]      # same, original-image pixels
+    loc_map: np.ndarray            # float32 (S, S): suppressed map, upsampled
+    plain_map: np.ndarray          # float32 (S, S): the map before suppression
+    loc_overlay: np.ndarray        # uint8 (S, S, 3)
+    plain_overlay: np.ndarray      # uint8 (S, S, 3)
+    object_image: np.ndarray | None   # uint8 (S, S, 3): the cropped, enlarged foreground
+    jigsaw_image: np.ndarray | None   # uint8 (S, S, 3): its shuffled patches
+    top5: dict[str, list[tuple[str, float]]]  # branch -> [(class name, probability)]
+    predicted: int                 # combined prediction
+    target: int                    # class the CAMs explain
+    class_names: list[str]
+    tau: float
+    jigsaw_n: int
+    seed: int
+    permutation: list[int] | None  # source patch at each grid position (row-major)
+    gt_box: list[float] | None = None           # input pixels
+    gt_box_original: list[float] | None = None  # original-image pixels, as given
+    iou: float | None = None       # FLRDF box vs ground truth
+    cams: list[CamView] = field(default_factory=list)
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+    def preview_scale(self) -> float:
+        """Factor from original-image pixels to preview pixels."""
+        return self.preview.shape[1] / self.original_size[0]
+
+
+# ---------------------------------------------------------------- small helpers
+def valid_grids(size: int) -> list[int]:
+    """Jigsaw grids n that tile a size x size input (n <= 16)."""
+    return [n for n in range(1, min(size, 16) + 1) if size % n == 0]
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """Normalised (B, 3, H, W) tensors -> uint8 (B, H, W, 3)."""
+    mean = images.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = images.new_tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    x = (images.detach().float() * std + mean).clamp(0, 1)
+    return (x.permute(0, 2, 3, 1).cpu().numpy() * 255).round().astype(np.uint8)
+
+
+def overlay(image: np.ndarray, heat: np.ndarray) -> np.ndarray:
+    """Jet heat-map over a uint8 image (grad-cam's show_cam_on_image)."""
+    return show_cam_on_image(image.astype(np.float32) / 255, np.clip(heat, 0, 1), use_rgb=True)
+
+
+def upsample_map(m: torch.Tensor, size: int) -> np.ndarray:
+    return cv2.resize(m.detach().float().cpu().numpy(), (size, size), interpolation=cv2.INTER_LINEAR)
+
+
+def _preview(pil: Image.Image) -> np.ndarray:
+    scale = min(1.0, PREVIEW_SIDE / max(pil.size))
+    if scale < 1.0:
+        pil = pil.resize((max(1, round(pil.width * scale)), max(1, round(pil.height * scale))), Image.BILINEAR)
+    return np.asarray(pil, dtype=np.uint8).copy()
+
+
+def _open(image) -> Image.Image:
+    if isinstance(image, Image.Image):
+        return to_rgb(image)
+    if isinstance(image, (str, Path, bytes, bytearray)):
+        return load_image(image)
+    raise InspectError(f"expected an image path, bytes or a PIL image, got {type(image).__name__}")
+
+
+def _topk(logits: torch.Tensor, names: list[str]) -> list[tuple[str, float]]:
+    probs = torch.softmax(logits.float(), dim=-1)
+    p, idx = probs.topk(min(TOP_K, probs.numel()))
+    return [(names[i], float(v)) for v, i in zip(p.tolist(), idx.tolist())]
+
+
+def _box_list(box: torch.Tensor) -> list[float]:
+    return [round(float(v), 2) for v in box.tolist()]
+
+
+def _iou(a: torch.Tensor, gt: torch.Tensor | None) -> float | None:
+    return None if gt is None else float(box_iou(a.view(1, 4), gt.view(1, 4))[0])
+
+
+def _gt(gt_box) -> list[float] | None:
+    if gt_box is None:
+        return None
+    try:
+        vals = [float(v) for v in gt_box]
+    except (TypeError, ValueError):
+        raise InspectError(f"ground-truth box must be 4 numbers x1 y1 x2 y2, got {gt_box!r}") from None
+    if len(vals) != 4 or not (vals[2] > vals[0] and vals[3] > vals[1]):
+        raise InspectError(f"ground-truth box must be 4 numbers x1 y1 x2 y2 with x2 > x1, y2 > y1, got {gt_box!r}")
+    return vals
+
+
+# ---------------------------------------------------------------- the request
+def inspect_image(loaded: LoadedModel, image, tau: float | None = None, jigsaw_n: int | None = None,
+                  target: int | None = None, cam_methods=("gradcam",), gt_box=None, *, seed: int = 0,
+                  device: str | torch.device | None = None) -> InspectResult:
+    """Everything the Inspect tab shows for one image.
+
+    ``image``: path, bytes or PIL image. ``tau``/``jigsaw_n``: default to the
+    model's config. ``target``: class id the CAMs explain (default: the
+    combined prediction). ``gt_box``: x1 y1 x2 y2 in the original image's pixels.
+    ``seed`` fixes the jigsaw permutation. Raises ``InspectError`` (or the
+    data layer's ``ImageLoadError``, also a ValueError) with a readable message.
+    """
+    times: dict[str, float] = {}
+    t_all = t0 = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal t0
+        now = time.perf_counter()
+        times[name] = (now - t0) * 1000
+        t0 = now
+
+    model, cfg, names = loaded.model, loaded.config, loaded.class_names
+    size, resize = cfg.data.image_size, cfg.data.resize
+    tau = float(cfg.model.tau if tau is None else tau)
+    if not 0.0 <= tau <= 1.0:
+        raise InspectError(f"tau must lie in [0, 1], got {tau}")
+    n = int(cfg.model.jigsaw_n if jigsaw_n is None else jigsaw_n)
+    if n not in valid_grids(size):
+        raise InspectError(f"jigsaw grid n={n} does not tile the {size}x{size} input; "
+                           f"choose one of {valid_grids(size)}")
+    if target is not None and not 0 <= int(target) < len(names):
+        raise InspectError(f"target class {target} is out of range: "
+                           f"this model has {len(names)} classes (0..{len(names) - 1})")
+    methods = check_methods(cam_methods or [])
+    gt = _gt(gt_box)
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+
+    try:
+        pil = _open(image)
+    except ImageLoadError:
+        raise
+    except (OSError, ValueError) as exc:
+        raise InspectError(f"cannot read the image: {exc}") from None
+    lap("decode")
+
+    tensor, gt_in = build_transform(False, resize, size)(pil, gt)
+    x = tensor.unsqueeze(0).to(device)
+    perms = random_permutations(1, n * n, generator=torch.Generator().manual_seed(int(seed)))
+    lap("preprocess")
+
+    with model_lock(model), torch.inference_mode():
+        out = model(x, tau=tau, jigsaw_n=n, with_jigsaw=True, perms=perms)
+    lap("flrdf forward")
+
+    logits = {"raw": out.logits_raw[0], "object": out.logits_object, "jigsaw": out.logits_jigsaw,
+              "combined": out.logits[0]}
+    top5 = {b: _topk(v if b in ("raw", "combined") else v[0], names) for b, v in logits.items() if v is not None}
+    predicted = int(out.logits[0].argmax())
+    tgt = predicted if target is None else int(target)
+
+    cam_ms: dict[str, float] = {}
+    maps = compute_cams(model, x, [tgt], methods, timings=cam_ms) if methods else {}
+    if methods:
+        times["cam pass"] = cam_ms.pop("pass")
+        times["cam methods"] = sum(cam_ms.values())
+        t0 = time.perf_counter()
+    up = max(1, int(cfg.model.map_upsample))
+    boxes = cam_boxes(maps, tau, (out.loc_map.shape[-2] * up, out.loc_map.shape[-1] * up))  # FLRDF's own box grid
+    if methods:
+        lap("cam boxes")
+
+    orig_size = pil.size
+    image_np = to_uint8(x)[0]
+    loc = upsample_map(out.loc_map[0], size)
+    plain = upsample_map(out.plain_map[0], size)
+    pred_box = out.boxes[0].cpu()
+    gt_t = None if gt_in is None else gt_in.view(4)
+    cams = []
+    for key in methods:
+        b = boxes[key][0]
+        cams.append(CamView(key, METHODS[key].label, maps[key][0], overlay(image_np, maps[key][0]), _box_list(b),
+                            _box_list(box_to_image(b, orig_size, resize, size)), _iou(b, gt_t), cam_ms[key]))
+    result = InspectResult(
+        image=image_np,
+        preview=_preview(pil),
+        original_size=orig_size,
+        box=_box_list(pred_box),
+        box_original=_box_list(box_to_image(pred_box, orig_size, resize, size)),
+        loc_map=loc,
+        plain_map=plain,
+        loc_overlay=overlay(image_np, loc),
+        plain_overlay=overlay(image_np, plain),
+        object_image=None if out.object_images is None else to_uint8(out.object_images)[0],
+        jigsaw_image=None if out.jigsaw_images is None else to_uint8(out.jigsaw_images)[0],
+        top5=top5,
+        predicted=predicted,
+        target=tgt,
+        class_names=list(names),
+        tau=tau,
+        jigsaw_n=n,
+        seed=int(seed),
+        permutation=perms[0].tolist() if out.jigsaw_images is not None and n > 1 else None,
+        gt_box=None if gt_t is None else _box_list(gt_t),
+        gt_box_original=gt,
+        iou=_iou(pred_box, gt_t),
+        cams=cams,
+    )
+    lap("render")
+    times["total"] = (time.perf_counter() - t_all) * 1000
+    result.timings_ms = {k: round(v, 2) for k, v in times.items()}
+    return result

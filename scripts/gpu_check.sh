@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Every GPU measurement of docs/PERFORMANCE.md in one run (about 6-8 minutes on one H100/H200):
+# FLRDF vs baseline throughput at resnet18/224 and resnet50/448 (AMP + channels_last, data
+# pipeline included), Inspect latency on CUDA, and a short paper-config training run on
+# synthetic data at 448 px to time an epoch. Results land in ${OUT:-gpu-results}/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-gpu-results}
+mkdir -p "$OUT"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/device.txt"
+python -m flrdf bench --device cuda --backbone resnet18 --size 224 --batch 64 --iters 10 --rounds 3 --pipeline \
+  --pipeline-steps 20 --out "$OUT/bench_r18_224.json"
+python -m flrdf bench --device cuda --backbone resnet50 --size 448 --batch 16 --iters 10 --rounds 3 --pipeline \
+  --pipeline-steps 20 --out "$OUT/bench_r50_448.json"
+python scripts/bench_inspect.py --device cuda --repeats 7 > "$OUT/inspect_cuda.json"
+# paper recipe (ResNet-50, 448 px, batch 16, AMP) on 800 synthetic images at 512 px: epoch time
+python -m flrdf make-demo-data --out "$OUT/synthetic" --classes 10 --train-per-class 80 --test-per-class 10 --size 512
+python -m flrdf train --config cub --out "$OUT/paper-epoch" --set data.root="$OUT/synthetic" \
+  --set model.pretrained=false --set optim.epochs=2 --set data.num_workers=8 --set runtime.log_every=10
+python - "$OUT" <<'PY'
+import json, sys, pathlib
+out = pathlib.Path(sys.argv[1])
+lines = [json.loads(l) for l in (out / "paper-epoch" / "metrics.jsonl").read_text().splitlines()]
+ips = [l["images_per_s"] for l in lines if l.get("images_per_s")][2:]
+print(json.dumps({"paper_config_train_images_per_s_median": sorted(ips)[len(ips) // 2] if ips else None}))
+PY

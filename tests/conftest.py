@@ -1,0 +1,146 @@
+"""Shared fixtures.
+
+Dashboard (tests/test_inspect.py, test_app.py, test_browser.py): a tiny random-init
+FLRDF model file (ResNet-18, 64 px), a few synthetic example images with boxes,
+bad-input files, and one in-process dashboard server per session.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import struct
+import zlib
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+TINY_CLASSES = 4
+
+
+def pytest_configure(config):
+    # Gradio 6's queue monitoring calls pandas options that pandas 3 deprecates; not ours to fix.
+    config.addinivalue_line("filterwarnings", "ignore::pandas.errors.Pandas4Warning:gradio.queueing")
+
+
+# ---------------------------------------------------------------- dashboard fixtures
+@pytest.fixture(scope="session")
+def tiny_model_file(tmp_path_factory) -> Path:
+    """A random-init FLRDF model file: ResNet-18, 64 px input (resize 72), n = 4, 4 classes."""
+    import torch
+
+    from flrdf.config import Config
+    from flrdf.data.synthetic import class_specs
+    from flrdf.engine.checkpoint import save_model_file
+    from flrdf.model import FLRDF
+
+    torch.manual_seed(0)
+    cfg = Config()
+    cfg.model.backbone, cfg.model.pretrained, cfg.model.jigsaw_n = "resnet18", False, 4
+    cfg.data.image_size, cfg.data.resize = 64, 72
+    names = [s.name for s in class_specs(TINY_CLASSES)]
+    path = tmp_path_factory.mktemp("model") / "tiny.safetensors"
+    save_model_file(path, FLRDF(cfg.model, TINY_CLASSES), cfg, names)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_loaded(tiny_model_file):
+    from flrdf.engine.checkpoint import load_model
+
+    return load_model(tiny_model_file, "cpu")
+
+
+@pytest.fixture(scope="session")
+def examples_dir(tmp_path_factory) -> Path:
+    """Three synthetic images and examples.json in the layout of assets/examples/."""
+    import cv2
+
+    from flrdf.data.synthetic import class_specs, render_sample
+
+    out = tmp_path_factory.mktemp("examples")
+    entries = []
+    for i, spec in enumerate(class_specs(TINY_CLASSES)[:3]):
+        sample = render_sample(spec, (123, i), 96)
+        cv2.imwrite(str(out / f"example_{i}.jpg"), sample.image[..., ::-1])
+        entries.append({"file": f"example_{i}.jpg", "label": i, "class_name": spec.name, "box": list(sample.box)})
+    (out / "examples.json").write_text(json.dumps(entries))
+    return out
+
+
+def _png_with_size(path: Path, width: int, height: int) -> None:
+    """A valid 1x1 PNG whose header then claims ``width`` x ``height`` (a decompression-bomb header)."""
+    from PIL import Image
+
+    Image.new("RGB", (1, 1)).save(path)
+    data = bytearray(path.read_bytes())
+    ihdr = 8 + 8  # signature, then length + b"IHDR"
+    data[ihdr:ihdr + 8] = struct.pack(">II", width, height)
+    crc = zlib.crc32(bytes(data[12:ihdr + 13]))
+    data[ihdr + 13:ihdr + 17] = struct.pack(">I", crc)
+    path.write_bytes(bytes(data))
+
+
+@pytest.fixture(scope="session")
+def bad_inputs(tmp_path_factory, examples_dir) -> dict[str, Path]:
+    """Files that must be refused with a readable message."""
+    out = tmp_path_factory.mktemp("bad")
+    files = {}
+    files["not_image"] = out / "notes.png"
+    files["not_image"].write_text("this is not an image\n")
+    files["truncated"] = out / "truncated.jpg"
+    data = (examples_dir / "example_0.jpg").read_bytes()
+    files["truncated"].write_bytes(data[: len(data) // 2])
+    files["huge"] = out / "huge.png"
+    _png_with_size(files["huge"], 12000, 8000)  # 96 Mpx: over the 89.5 Mpx limit
+    return files
+
+
+@pytest.fixture(scope="session")
+def odd_images(tmp_path_factory) -> dict[str, Path]:
+    """Unusual but valid images that must be inspected: 1x1, RGBA, 16-bit, CMYK."""
+    import numpy as np
+    from PIL import Image
+
+    out = tmp_path_factory.mktemp("odd")
+    files = {"one_pixel": out / "one.png", "rgba": out / "rgba.png", "16bit": out / "16bit.png",
+             "cmyk": out / "cmyk.jpg"}
+    Image.new("RGB", (1, 1), (200, 30, 30)).save(files["one_pixel"])
+    rgba = np.zeros((80, 60, 4), np.uint8)
+    rgba[..., 0], rgba[..., 3] = 255, np.linspace(0, 255, 60, dtype=np.uint8)[None, :]
+    Image.fromarray(rgba, "RGBA").save(files["rgba"])
+    Image.fromarray(np.linspace(0, 65535, 70 * 50).reshape(70, 50).astype(np.uint16)).save(files["16bit"])
+    Image.new("CMYK", (64, 48), (10, 200, 30, 0)).save(files["cmyk"])
+    return files
+
+
+@pytest.fixture(scope="session")
+def wrong_checkpoint(tmp_path_factory) -> Path:
+    """A .pt file that torch can read but that is not an FLRDF checkpoint."""
+    import torch
+
+    path = tmp_path_factory.mktemp("wrong") / "random.pt"
+    torch.save({"weights": torch.randn(3, 3), "note": "not flrdf"}, path)
+    return path
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def dashboard_url(tiny_model_file, examples_dir, tmp_path_factory):
+    """The dashboard served in-process on 127.0.0.1 (tiny model, synthetic examples)."""
+    from dashboard.app import build_app, launch
+    from dashboard.context import DashboardContext
+
+    ctx = DashboardContext.create(tiny_model_file, tmp_path_factory.mktemp("runs"), "cpu", examples_dir)
+    app = build_app(ctx=ctx)
+    _, url, _ = launch(app, host="127.0.0.1", port=_free_port(), prevent_thread_lock=True, quiet=True)
+    yield url
+    app.close()

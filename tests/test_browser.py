@@ -1,0 +1,55 @@
+"""A real browser on the dashboard: headless Debian Chromium driven by Playwright."""
+
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync"]
+
+pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium "
+                                                               "(apt-get install chromium)")
+
+
+@pytest.fixture(scope="module")
+def page(dashboard_url):
+    sync_api = pytest.importorskip("playwright.sync_api", reason="needs the playwright Python package")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, headless=True)
+        try:
+            pg = browser.new_page(viewport={"width": 1400, "height": 1000})
+            pg.set_default_timeout(60_000)
+            pg.goto(dashboard_url)
+            yield pg
+        finally:
+            browser.close()
+
+
+def test_upload_inspect_and_see_results(page, examples_dir):
+    page.locator("#inspect-image input[type=file]").set_input_files(str(examples_dir / "example_2.jpg"))
+    page.locator("#inspect-image img").first.wait_for(state="visible")  # the upload finished
+    page.locator("#inspect-run").click()
+    page.locator("#inspect-status", has_text="Prediction:").wait_for()
+    for elem in ("inspect-loc", "inspect-plain", "inspect-crop", "inspect-jigsaw"):
+        img = page.locator(f"#{elem} img").first
+        img.wait_for(state="visible")
+        assert page.evaluate("e => e.complete && e.naturalWidth > 0", img.element_handle()), elem
+    table = page.locator("#inspect-top5")
+    table.get_by_text("combined").first.wait_for()
+    assert table.get_by_text("%").count() > 0  # probabilities in the cells
+    assert page.locator("#inspect-gallery img").count() >= 2
+    assert "IoU with ground truth" in page.locator("#inspect-status").inner_text()
+    page.screenshot(path=str(examples_dir.parent / "inspect_page.png"), full_page=True)
+
+
+def test_bad_upload_shows_an_error_and_the_page_recovers(page, bad_inputs, examples_dir):
+    page.locator("#inspect-image input[type=file]").set_input_files(str(bad_inputs["truncated"]))
+    page.locator("#inspect-run").click()
+    page.get_by_text("cannot decode").first.wait_for()
+    page.screenshot(path=str(examples_dir.parent / "inspect_error.png"))
+    # the page still works: a good image afterwards
+    page.locator("#inspect-image input[type=file]").set_input_files(str(examples_dir / "example_0.jpg"))
+    page.locator("#inspect-image img").first.wait_for(state="visible")
+    page.locator("#inspect-run").click()
+    page.locator("#inspect-status", has_text="IoU with ground truth").wait_for()

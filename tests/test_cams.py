@@ -1,0 +1,119 @@
+import gc
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from flrdf import cams
+from flrdf.cams import METHODS, RawBranch, box_grid, cam_boxes, compute_cams, standalone_cam
+from flrdf.config import ModelConfig
+from flrdf.model import FLRDF
+
+SHARED = [k for k, m in METHODS.items() if m.shared]
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return FLRDF(ModelConfig(backbone="resnet18", pretrained=False, jigsaw_n=2), 5).eval()
+
+
+@pytest.fixture(scope="module")
+def images():
+    torch.manual_seed(1)
+    return torch.randn(2, 3, 64, 96)
+
+
+def _no_hooks(model):
+    layer = model.backbone.layer4
+    return not layer._forward_hooks and not layer._backward_hooks
+
+
+def test_raw_branch_matches_model_logits(model, images):
+    with torch.no_grad():
+        assert torch.allclose(RawBranch(model)(images), model(images).logits_raw, atol=1e-5)
+
+
+def test_shared_pass_equals_each_standalone_method(model, images):
+    targets = [1, 3]
+    shared = compute_cams(model, images, targets, SHARED)
+    for key in SHARED:
+        alone = standalone_cam(model, images, targets, key)
+        assert shared[key].shape == (2, 64, 96) and shared[key].dtype == np.float32
+        np.testing.assert_array_equal(shared[key], alone, err_msg=key)
+        assert 0.0 <= shared[key].min() and shared[key].max() <= 1.0
+    assert _no_hooks(model)
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_scorecam_reuses_activations_and_equals_standalone(model):
+    x = torch.randn(1, 3, 32, 32)  # Score-CAM runs one forward per channel (512): keep them tiny
+    shared = compute_cams(model, x, [2], ["scorecam"])["scorecam"]
+    np.testing.assert_array_equal(shared, standalone_cam(model, x, [2], "scorecam"))
+    assert _no_hooks(model)
+
+
+def test_one_hooked_pass_whatever_the_number_of_methods(model, images, monkeypatch):
+    calls = []
+    real = cams.hooked_pass
+    monkeypatch.setattr(cams, "hooked_pass", lambda *a: calls.append(1) or real(*a))
+    forwards = []
+    handle = model.backbone.register_forward_hook(lambda *a: forwards.append(1))
+    try:
+        compute_cams(model, images, [0, 1], ["gradcam"])
+        one = (len(calls), len(forwards))
+        compute_cams(model, images, [0, 1], SHARED)
+        assert (len(calls) - one[0], len(forwards) - one[1]) == one == (1, 1)
+    finally:
+        handle.remove()
+
+
+def test_targets_change_gradient_maps(model, images):
+    a = compute_cams(model, images, [0, 0], ["gradcam", "eigencam"])
+    b = compute_cams(model, images, [4, 4], ["gradcam", "eigencam"])
+    assert not np.array_equal(a["gradcam"], b["gradcam"])
+    np.testing.assert_array_equal(a["eigencam"], b["eigencam"])  # class-agnostic
+
+
+def test_hooks_released_after_an_error(model, images):
+    with pytest.raises(IndexError):
+        compute_cams(model, images, [0, 99], ["gradcam"])  # class 99 does not exist
+    assert _no_hooks(model)
+    with pytest.raises(ValueError, match="one target class per image"):
+        compute_cams(model, images, [0], ["gradcam"])
+    with pytest.raises(ValueError, match="unknown CAM method"):
+        compute_cams(model, images, [0, 1], ["nonsense"])
+
+
+def _live_tensors() -> int:
+    gc.collect()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return sum(1 for o in gc.get_objects() if type(o) is torch.Tensor or type(o) is torch.nn.Parameter)
+
+
+def test_no_memory_growth_over_repeated_calls(model, images):
+    methods = ["gradcam", "layercam", "eigencam"]
+    compute_cams(model, images, [0, 1], methods)
+    before = _live_tensors()
+    for _ in range(3):
+        compute_cams(model, images, [0, 1], methods)
+    after = _live_tensors()
+    assert after <= before
+    assert _no_hooks(model)
+
+
+def test_cam_boxes_follow_the_flrdf_rule():
+    m = np.zeros((2, 64, 64), np.float32)
+    m[0, 10:30, 20:50] = 1.0
+    m[1, 40:60, 0:16] = 0.8
+    m[1, 0:4, 60:64] = 0.5  # smaller second region: not the largest
+    boxes = cam_boxes({"a": m, "b": m[::-1].copy()}, tau=0.5)
+    assert boxes["a"].tolist() == [[20, 10, 50, 30], [0, 40, 16, 60]]
+    assert boxes["b"].tolist() == [[0, 40, 16, 60], [20, 10, 50, 30]]
+    coarse = cam_boxes({"a": m}, tau=0.5, grid_hw=(16, 16))["a"]
+    assert coarse.shape == (2, 4) and torch.allclose(coarse[0], torch.tensor([20.0, 8, 52, 32]))
+    assert box_grid(FLRDF(ModelConfig(backbone="resnet18", pretrained=False), 2), (64, 96)) == (8, 12)
+    flat = cam_boxes({"a": np.zeros((1, 8, 8), np.float32)}, tau=0.5)["a"]
+    assert flat.tolist() == [[0, 0, 8, 8]]  # a constant map: the whole image

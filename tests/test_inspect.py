@@ -1,0 +1,124 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from flrdf.data import build_transform
+from flrdf.data.errors import ImageLoadError
+from flrdf.inspect import InspectError, inspect_image, valid_grids
+
+FIVE = ["gradcam", "gradcam++", "xgradcam", "layercam", "eigencam"]
+
+
+@pytest.fixture(scope="module")
+def example(examples_dir):
+    entry = json.loads((examples_dir / "examples.json").read_text())[0]
+    return examples_dir / entry["file"], entry["box"]
+
+
+def test_result_shapes_and_contents(tiny_loaded, example):
+    path, box = example
+    r = inspect_image(tiny_loaded, path, cam_methods=FIVE, gt_box=box)
+    s = tiny_loaded.config.data.image_size
+    for img in (r.image, r.loc_overlay, r.plain_overlay, r.object_image, r.jigsaw_image):
+        assert img.shape == (s, s, 3) and img.dtype == np.uint8
+    assert r.loc_map.shape == r.plain_map.shape == (s, s)
+    assert r.preview.shape[:2] == (96, 96) and r.original_size == (96, 96)
+    assert set(r.top5) == {"raw", "object", "jigsaw", "combined"}
+    for rows in r.top5.values():
+        assert len(rows) == 4 and all(n in tiny_loaded.class_names for n, _ in rows)
+        probs = [p for _, p in rows]
+        assert probs == sorted(probs, reverse=True) and abs(sum(probs) - 1) < 1e-4  # 4 classes: all of them
+    assert r.target == r.predicted == tiny_loaded.class_names.index(r.top5["combined"][0][0])
+    assert [c.method for c in r.cams] == FIVE
+    for c in r.cams:
+        assert c.overlay.shape == (s, s, 3) and c.map.shape == (s, s)
+        assert 0 <= c.box[0] < c.box[2] <= s and 0 <= c.box[1] < c.box[3] <= s
+        assert c.iou is not None and 0 <= c.iou <= 1
+    assert 0 <= r.iou <= 1
+    for stage in ("decode", "preprocess", "flrdf forward", "cam pass", "cam methods", "cam boxes", "render", "total"):
+        assert r.timings_ms[stage] >= 0
+    assert r.timings_ms["total"] >= r.timings_ms["flrdf forward"]
+
+
+def test_boxes_map_back_to_the_original_image(tiny_loaded, example):
+    path, box = example
+    r = inspect_image(tiny_loaded, path, cam_methods=[], gt_box=box)
+    cfg = tiny_loaded.config.data
+    # the GT box, carried to input pixels by the test transform, is what the IoU used
+    _, gt_in = build_transform(False, cfg.resize, cfg.image_size)(Image.open(path).convert("RGB"), box)
+    assert np.allclose(r.gt_box, gt_in.tolist(), atol=0.01)
+    # mapping FLRDF's box forward again gives the input-pixel box back
+    t = build_transform(False, cfg.resize, cfg.image_size)
+    off = int(round((cfg.resize - cfg.image_size) / 2))
+    again = t.map_box(r.box_original, r.original_size, off, off, False)
+    assert np.allclose(again.tolist(), r.box, atol=0.05)
+
+
+def test_gt_iou_is_one_for_the_predicted_box(tiny_loaded, example):
+    path, _ = example
+    first = inspect_image(tiny_loaded, path, cam_methods=[])
+    again = inspect_image(tiny_loaded, path, cam_methods=[], gt_box=first.box_original)
+    assert again.iou == pytest.approx(1.0, abs=1e-3)
+
+
+def test_jigsaw_is_reproducible_per_seed(tiny_loaded, example):
+    path, _ = example
+    a = inspect_image(tiny_loaded, path, cam_methods=[], seed=3)
+    b = inspect_image(tiny_loaded, path, cam_methods=[], seed=3)
+    c = inspect_image(tiny_loaded, path, cam_methods=[], seed=4)
+    assert a.permutation == b.permutation and np.array_equal(a.jigsaw_image, b.jigsaw_image)
+    assert a.permutation != c.permutation
+    assert sorted(a.permutation) == list(range(16))
+    one = inspect_image(tiny_loaded, path, cam_methods=[], jigsaw_n=1)
+    assert one.permutation is None and np.array_equal(one.jigsaw_image, one.object_image)
+
+
+def test_target_and_settings(tiny_loaded, example):
+    path, _ = example
+    r = inspect_image(tiny_loaded, path, tau=0.9, jigsaw_n=8, target=2, cam_methods=["gradcam"])
+    assert (r.target, r.tau, r.jigsaw_n) == (2, 0.9, 8)
+    assert valid_grids(64) == [1, 2, 4, 8, 16]
+    with pytest.raises(InspectError, match="does not tile"):
+        inspect_image(tiny_loaded, path, jigsaw_n=3)
+    with pytest.raises(InspectError, match="out of range"):
+        inspect_image(tiny_loaded, path, target=4)
+    with pytest.raises(InspectError, match="tau"):
+        inspect_image(tiny_loaded, path, tau=1.5)
+    with pytest.raises(ValueError, match="unknown CAM method"):
+        inspect_image(tiny_loaded, path, cam_methods=["magic"])
+    with pytest.raises(InspectError, match="ground-truth box"):
+        inspect_image(tiny_loaded, path, gt_box=[5, 5, 1, 1])
+
+
+def test_pil_and_bytes_inputs(tiny_loaded, example):
+    path, _ = example
+    a = inspect_image(tiny_loaded, Image.open(path), cam_methods=[])
+    b = inspect_image(tiny_loaded, path.read_bytes(), cam_methods=[])
+    assert a.box == b.box and np.array_equal(a.image, b.image)
+
+
+@pytest.mark.parametrize("kind", ["one_pixel", "rgba", "16bit", "cmyk"])
+def test_unusual_images_work(tiny_loaded, odd_images, kind):
+    r = inspect_image(tiny_loaded, odd_images[kind], cam_methods=["gradcam"])
+    w, h = Image.open(odd_images[kind]).size
+    assert r.original_size == (w, h) and r.image.shape == (64, 64, 3)
+    x1, y1, x2, y2 = r.box_original
+    assert 0 <= x1 <= x2 <= w and 0 <= y1 <= y2 <= h
+
+
+@pytest.mark.parametrize("kind, message", [("not_image", "not a readable image"), ("truncated", "cannot decode"),
+                                           ("huge", "decompression bomb")])
+def test_bad_images_are_refused_readably(tiny_loaded, bad_inputs, kind, message):
+    with pytest.raises(ImageLoadError, match=message):
+        inspect_image(tiny_loaded, bad_inputs[kind])
+
+
+def test_no_gradients_or_hooks_left(tiny_loaded, example):
+    inspect_image(tiny_loaded, example[0], cam_methods=FIVE)
+    m = tiny_loaded.model
+    assert all(p.grad is None for p in m.parameters())
+    assert not m.backbone.layer4._forward_hooks
+    assert not m.training and torch.is_grad_enabled()
