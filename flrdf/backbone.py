@@ -50,13 +50,22 @@ class ResNetBackbone(nn.Module):
     the hook for suppression after layer3.
     """
 
-    def __init__(self, name: str = "resnet50", pretrained: bool = False, weights: str | None = None):
+    def __init__(self, name: str = "resnet50", pretrained: bool = False, weights: str | None = None,
+                 layer4_stride: int = 2):
         super().__init__()
+        if layer4_stride not in (1, 2):
+            raise ValueError(f"layer4_stride must be 1 or 2, got {layer4_stride}")
         if name not in BACKBONES:
             raise ValueError(f"unknown backbone {name!r}; choose one of {sorted(BACKBONES)}")
         builder, imagenet, self.out_channels = BACKBONES[name]
         self.name = name
         net, self.init = self._build(builder, imagenet, pretrained, weights)
+        if layer4_stride == 1:
+            # The WSOL habit (wsolevaluation's ResNet-50): layer4 keeps layer3's resolution, so the
+            # localization map is twice as fine (output stride 16). Weights stay compatible.
+            for module in net.layer4[0].modules():
+                if isinstance(module, nn.Conv2d) and module.stride == (2, 2):
+                    module.stride = (1, 1)
         self.stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
         self.layer1, self.layer2, self.layer3, self.layer4 = net.layer1, net.layer2, net.layer3, net.layer4
         self.layer3_channels = self.out_channels // 2

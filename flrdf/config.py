@@ -26,6 +26,7 @@ class ModelConfig:
     suppression: str = "learnable"   # learnable | fixed | none
     delta: float = 0.7               # gate of the fixed variant
     suppress_layer3: bool = False    # also suppress after layer3
+    layer4_stride: int = 2           # 1: layer4 without downsampling (finer map, WSOL practice)
     tau: float = 0.5                 # map threshold for the foreground box
     map_upsample: int = 4            # map upsampling before thresholding
     jigsaw_n: int = 4                # n x n patch grid
@@ -220,6 +221,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"model.branches must be raw | raw+fl | raw+rdf | full, got {m.branches!r}")
     if m.suppression not in ("learnable", "fixed", "none"):
         raise ConfigError(f"model.suppression must be learnable | fixed | none, got {m.suppression!r}")
+    if m.layer4_stride not in (1, 2):
+        raise ConfigError(f"model.layer4_stride must be 1 or 2, got {m.layer4_stride}")
     if not 0.0 <= m.tau <= 1.0:
         raise ConfigError(f"model.tau must lie in [0, 1], got {m.tau}")
     if not 0.0 <= m.delta <= 1.0:

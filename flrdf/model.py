@@ -59,7 +59,8 @@ class FLRDF(nn.Module):
         self.cfg = cfg
         self.num_classes = num_classes
         self.branches = BRANCHES[cfg.branches]
-        self.backbone = ResNetBackbone(cfg.backbone, pretrained=cfg.pretrained, weights=cfg.weights)
+        self.backbone = ResNetBackbone(cfg.backbone, pretrained=cfg.pretrained, weights=cfg.weights,
+                                       layer4_stride=cfg.layer4_stride)
         c = self.backbone.out_channels
         self.suppression = Suppression(c, cfg.suppression, cfg.delta)
         self.suppression3 = (

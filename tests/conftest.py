@@ -144,3 +144,30 @@ def dashboard_url(tiny_model_file, examples_dir, tmp_path_factory):
     _, url, _ = launch(app, host="127.0.0.1", port=_free_port(), prevent_thread_lock=True, quiet=True)
     yield url
     app.close()
+
+
+# ---------------------------------------------------------------- Train / Evaluate tab fixtures
+@pytest.fixture(scope="session")
+def studio(tmp_path_factory, tiny_model_file, examples_dir):
+    """(url, runs_dir, demo_root): the dashboard over its own empty runs folder, and a tiny synthetic
+    dataset (4 classes, 8 train / 3 test images each, 80 px). Jobs still running at the end are stopped."""
+    from dashboard.app import build_app, launch
+    from dashboard.context import DashboardContext
+    from flrdf.data.synthetic import make_demo_data
+
+    base = tmp_path_factory.mktemp("studio")
+    root = base / "demo"
+    make_demo_data(root, num_classes=4, train_per_class=8, test_per_class=3, image_size=80, seed=0)
+    runs_dir = base / "runs"
+    ctx = DashboardContext.create(tiny_model_file, runs_dir, "cpu", examples_dir)
+    app = build_app(ctx=ctx)
+    _, url, _ = launch(app, host="127.0.0.1", port=_free_port(), prevent_thread_lock=True, quiet=True)
+    yield url, runs_dir, root
+    app.close()
+    from dashboard import jobs, runs
+
+    for run in runs.list_runs(runs_dir):
+        try:
+            jobs.stop_run(run)
+        except jobs.JobError:
+            pass

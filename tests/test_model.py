@@ -111,3 +111,11 @@ def test_weights_from_local_file(tmp_path):
     torch.save({"conv1.weight": torch.zeros(1)}, tmp_path / "bad.pth")
     with pytest.raises(ValueError, match="does not match"):
         FLRDF(small(weights=str(tmp_path / "bad.pth")), K)
+
+
+@pytest.mark.parametrize("backbone", ["resnet18", "resnet50"])
+def test_layer4_stride_one_doubles_map_resolution(backbone):
+    model = FLRDF(small(backbone=backbone, layer4_stride=1), K).eval()
+    with torch.no_grad():
+        out = model(torch.randn(1, 3, 64, 96))
+    assert out.loc_map.shape == (1, 4, 6)

@@ -1,0 +1,221 @@
+"""The Evaluate tab: localization of FLRDF's boxes against CAM baselines (Table 3, extended).
+
+Evaluate starts ``python -m flrdf loc-eval`` as a background job
+(``dashboard.jobs``) writing a result folder (``flrdf.engine.loc_report``):
+RUN_DIR/eval/<split>-<time>/ for a run, RUNS_DIR/eval/... for a model file.
+A 1 s ``gr.Timer`` shows its progress bar and, once finished, the table, bar
+chart, tau sweep and the worst-localized gallery - read from the folder, so
+earlier results (listed under "saved results") are shown again without
+recomputation, across restarts.
+
+Public API endpoints: ``/evaluate`` (source, split, root, methods, tau, limit) ->
+message and result folder; ``/eval_view`` (folder) -> progress, table, summary.
+"""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+
+import gradio as gr
+
+from dashboard import jobs
+from dashboard import runs as R
+from dashboard.context import DashboardContext
+from flrdf.cams import DEFAULT_METHODS, METHODS
+from flrdf.engine.loc_report import TABLE_COLUMNS, default_out, read_results
+
+TICK_S = 1.0
+COLUMNS = ("method", "loc. acc. %", "mean IoU %", "MaxBoxAcc %", "best tau", "MaxBoxAcc@.3/.5/.7 %")
+
+
+def _error(message: str, title: str = "Evaluate") -> gr.Error:
+    return gr.Error(message, title=title, duration=None, print_exception=False)
+
+
+def progress_html(state: dict) -> str:
+    s = state.get("state", "unknown")
+    done, total = int(state.get("done") or 0), int(state.get("total") or 0)
+    pct = 100.0 * done / total if total else (100.0 if s == "finished" else 0.0)
+    colour = {"failed": "#c0392b", "finished": "#2e8b57"}.get(s, "#3b6fb6")
+    err = f"<div style='color:#c0392b'>error: {html.escape(str(state.get('error')))}</div>" if state.get("error") else ""
+    return (f"<div id='eval-progress-box'><div>state: <b>{html.escape(s)}</b> - {done}/{total} images "
+            f"({pct:.0f} %)</div><div style='background:#ddd;height:12px;border-radius:6px;overflow:hidden'>"
+            f"<div style='width:{pct:.1f}%;background:{colour};height:12px'></div></div>{err}</div>")
+
+
+def table_rows(results: dict) -> list[list]:
+    pct = lambda v: None if v is None else round(100 * v, 1)
+    return [[r["label"], pct(r["loc_acc"]), pct(r["mean_iou"]), pct(r["max_box_acc"]), r["best_tau"],
+             pct(r["max_box_acc_357"])] for r in results["rows"]]
+
+
+def summary_markdown(results: dict, folder: Path) -> str:
+    c = results["classification"]
+    pct = lambda v: "-" if v is None else f"{100 * v:.1f} %"
+    return (f"**{results.get('source')}** on `{results.get('split')}` ({results.get('dataset')}): "
+            f"{results['n_box']} images with boxes, tau = {results['tau']:.2f}, CAMs for the ground-truth class.\n\n"
+            f"Classification top-1: combined **{pct(c['top1'])}**, raw {pct(c['top1_raw'])}, "
+            f"object {pct(c['top1_object'])}, jigsaw {pct(c['top1_jigsaw'])}; top-5 {pct(c['top5'])}.\n\n"
+            f"Saved in `{folder}` (results.json, table.csv, table.md, PNGs); {results.get('elapsed_s')} s.")
+
+
+def _read_rgb(path: Path):
+    import cv2
+
+    img = cv2.imread(str(path), cv2.IMREAD_COLOR) if Path(path).is_file() else None
+    return None if img is None else img[..., ::-1].copy()
+
+
+DOWNLOADS = ("results.json", "table.csv", "table.md", "per_image.csv", "loc_bar.png", "tau_sweep.png")
+
+
+def _download_copies(folder: Path) -> list[str]:
+    """The folder's result files, copied to a temporary folder Gradio may serve."""
+    import hashlib
+    import shutil
+    import tempfile
+
+    tag = hashlib.sha1(str(folder.resolve()).encode()).hexdigest()[:12]
+    dest = Path(tempfile.gettempdir()) / "flrdf-eval-downloads" / tag
+    dest.mkdir(parents=True, exist_ok=True)
+    out = []
+    for name in DOWNLOADS:
+        if (folder / name).is_file():
+            shutil.copy2(folder / name, dest / name)
+            out.append(str(dest / name))
+    return out
+
+
+def _label(folder: Path, runs_dir: Path) -> str:
+    try:
+        rel = folder.relative_to(runs_dir)
+    except ValueError:
+        rel = folder
+    return f"{rel} [{R.eval_state(folder).get('state')}]"
+
+
+def build_evaluate_tab(ctx: DashboardContext):
+    runs_dir = Path(ctx.runs_dir)
+
+    def _folders():
+        return [(_label(p, runs_dir), str(p)) for p in R.eval_dirs(runs_dir)]
+
+    with gr.Row():
+        with gr.Column(scale=2, min_width=360):
+            gr.Markdown("### Localization evaluation\nFLRDF's boxes vs CAM baselines and a centre box, at the "
+                        "model's tau and over a tau sweep (GT-known, IoU >= 0.5).")
+            source = gr.Dropdown(ctx.checkpoint_choices(), value=None, allow_custom_value=True,
+                                 label="checkpoint or run directory", elem_id="eval-source")
+            with gr.Row():
+                split = gr.Dropdown(["test", "train"], value="test", allow_custom_value=True, label="split",
+                                    elem_id="eval-split")
+                limit = gr.Number(0, precision=0, label="images (0 = all)", elem_id="eval-limit")
+                tau = gr.Textbox("", label="tau (empty = model's)", elem_id="eval-tau")
+            root = gr.Textbox(label="dataset root (empty = the one in the checkpoint's config)", elem_id="eval-root")
+            methods = gr.CheckboxGroup([(m.label + (" (slow)" if m.slow else ""), k) for k, m in METHODS.items()],
+                                       value=list(DEFAULT_METHODS), label="CAM baselines", elem_id="eval-methods")
+            with gr.Row():
+                run_btn = gr.Button("Evaluate", variant="primary", elem_id="eval-run")
+                rescan = gr.Button("Rescan", size="sm")
+            message = gr.Markdown(elem_id="eval-message")
+            saved = gr.Dropdown(_folders(), value=None, label="saved results (shown without recomputation)",
+                                allow_custom_value=True, elem_id="eval-saved")
+        with gr.Column(scale=3, min_width=520):
+            progress = gr.HTML(elem_id="eval-progress")
+            table = gr.Dataframe(headers=list(COLUMNS), interactive=False, label="localization (Table 3, extended)",
+                                 elem_id="eval-table")
+            summary = gr.Markdown(elem_id="eval-summary")
+            with gr.Row():
+                bar = gr.Image(label="loc. acc. and mean IoU at tau", interactive=False, elem_id="eval-bar")
+                sweep = gr.Image(label="tau sweep", interactive=False, elem_id="eval-sweep")
+            gallery = gr.Gallery(label="worst-localized (green: ground truth, red: FLRDF)", columns=6, height=360,
+                                 elem_id="eval-gallery")
+            files = gr.File(label="result files", file_count="multiple", interactive=False, elem_id="eval-files")
+    shown = gr.State({})
+    timer = gr.Timer(TICK_S)
+
+    def evaluate(src, split_name, root_text, method_keys, tau_value, limit_value):
+        src = str(src or "").strip()
+        if not src:
+            raise _error("Pick a checkpoint or run directory.")
+        path = Path(src)
+        if not path.exists():
+            raise _error(f"{src} does not exist.")
+        split_name = str(split_name or "test").strip()
+        overrides = [f"data.root={root_text.strip()}"] if str(root_text or "").strip() else []
+        out = default_out(path, split_name, str(runs_dir))
+        if out.exists():
+            out = out.with_name(out.name + "-2")
+        n = jobs.auto_threads(R.running_count(runs_dir))
+        keys = list(method_keys or [])
+        extra = []
+        if str(tau_value if tau_value is not None else "").strip():
+            try:
+                t = float(tau_value)
+            except ValueError:
+                raise _error(f"tau must be a number in [0, 1], got {tau_value!r}.") from None
+            if not 0 <= t <= 1:
+                raise _error("tau must lie in [0, 1].")
+            extra = [str(t)]
+        try:
+            pid = jobs.launch_loc_eval(src, out, split_name, overrides, keys, int(limit_value or 0) or None, n,
+                                       tau=extra[0] if extra else None)
+        except jobs.JobError as exc:
+            raise _error(str(exc)) from None
+        msg = f"Evaluating in the background (pid {pid}, {n} thread{'s' if n > 1 else ''}) -> `{out}`"
+        return msg, str(out)
+
+    def view(folder):
+        """Progress, table, summary, charts, gallery and files of a result folder."""
+        folder = Path(str(folder or ""))
+        if not str(folder) or not folder.is_dir():
+            return "", None, "", None, None, [], []
+        state = R.eval_state(folder)
+        results = read_results(folder) if state.get("state") == "finished" else None
+        if results is None:
+            return progress_html(state), None, "", None, None, [], []
+        # pictures as arrays and files as temporary copies: Gradio only serves paths under the working
+        # directory or the temp folder, and the runs folder may be anywhere
+        img = lambda name: _read_rgb(folder / name)
+        worst = [(_read_rgb(folder / w["png"]), f"IoU {w['iou']:.2f} - {Path(w['file']).name}")
+                 for w in results.get("worst", []) if (folder / w["png"]).is_file()]
+        out_files = _download_copies(folder)
+        return (progress_html(state), table_rows(results), summary_markdown(results, folder), img("loc_bar.png"),
+                img("tau_sweep.png"), worst, out_files)
+
+    view_outputs = [progress, table, summary, bar, sweep, gallery, files]
+
+    def tick(folder, last):
+        """Re-render only what changed: the folder list, and the shown folder's progress (finished: once)."""
+        last = dict(last or {})
+        folders = _folders()
+        out_saved = gr.skip()
+        if folders != last.get("folders"):
+            last["folders"] = folders
+            out_saved = gr.Dropdown(choices=folders)
+        folder = str(folder or "")
+        key = None
+        if folder:
+            st = R.eval_state(Path(folder))
+            key = f"{folder}|{st.get('state')}|{st.get('done')}|{st.get('updated')}"
+        if key == last.get("key"):
+            return (*[gr.skip()] * len(view_outputs), out_saved, last)
+        last["key"] = key
+        return (*view(folder), out_saved, last)
+
+    started = gr.Textbox(visible=False)  # the result folder; plain text for API users
+    run_btn.click(evaluate, [source, split, root, methods, tau, limit], [message, started],
+                  api_name="evaluate", concurrency_limit=2).then(
+        lambda f: (gr.Dropdown(choices=_folders(), value=f), {}), started, [saved, shown], api_visibility="private")
+    saved.input(view, saved, view_outputs, api_visibility="private")
+    timer.tick(tick, [saved, shown], [*view_outputs, saved, shown], api_visibility="private",
+               show_progress="hidden", trigger_mode="always_last", concurrency_limit=4)
+    rescan.click(lambda: (gr.Dropdown(choices=ctx.checkpoint_choices()), gr.Dropdown(choices=_folders())), None,
+                 [source, saved], api_visibility="private")
+    eval_view = gr.Button(visible=False)
+    eval_view.click(view, saved, view_outputs, api_name="eval_view")
+    return {"saved": saved, "table": table}
+
+
+assert len(COLUMNS) == len(TABLE_COLUMNS) - 1

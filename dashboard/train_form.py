@@ -1,0 +1,186 @@
+"""The Train tab's job form as data: fields, defaults from a shipped config, and the resolved command.
+
+A form is a shipped config name plus a value per field in ``FIELDS``; the job
+runs ``python -m flrdf train --config NAME --set key=value ...`` with one
+``--set`` for every field that differs from that config, plus free-form extra
+overrides. ``resolve`` validates the result through ``flrdf.config`` exactly as
+the CLI will, so an invalid form is refused before anything starts. No Gradio.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from flrdf.config import Config, ConfigError, load_config
+
+
+@dataclass(frozen=True)
+class Field:
+    key: str                      # dotted config key
+    label: str
+    kind: str = "text"            # text | number | int | bool | choice
+    choices: tuple = ()
+    info: str = ""
+
+
+FIELDS: tuple[Field, ...] = (
+    Field("data.dataset", "dataset", "choice", ("demo", "cub", "cars", "aircraft", "folder"),
+          "demo = the synthetic set (python -m flrdf make-demo-data)"),
+    Field("data.root", "dataset root"),
+    Field("data.train_split", "train split"),
+    Field("data.test_split", "test split"),
+    Field("data.annotation_level", "annotation level (aircraft)", "choice", ("variant", "family", "manufacturer")),
+    Field("data.val_fraction", "validation fraction", "number", info="carved from train; the only basis for best.pt"),
+    Field("model.backbone", "backbone", "choice", ("resnet18", "resnet34", "resnet50", "resnet101")),
+    Field("model.pretrained", "ImageNet-pretrained (torchvision)", "bool"),
+    Field("model.weights", "weights file", info="local torchvision-format state dict; empty = none"),
+    Field("model.branches", "branches", "choice", ("full", "raw+fl", "raw+rdf", "raw")),
+    Field("model.suppression", "suppression", "choice", ("learnable", "fixed", "none")),
+    Field("model.delta", "delta (fixed gate)", "number"),
+    Field("model.tau", "tau (box threshold)", "number"),
+    Field("model.jigsaw_n", "jigsaw n", "int"),
+    Field("data.image_size", "image size", "int"),
+    Field("data.resize", "resize before crop", "int"),
+    Field("optim.epochs", "epochs", "int"),
+    Field("optim.batch_size", "batch size", "int"),
+    Field("optim.lr_backbone", "lr backbone", "number"),
+    Field("optim.lr_new", "lr new layers", "number"),
+    Field("optim.max_steps", "max steps (0 = no limit)", "int"),
+    Field("loss.alpha", "alpha (L_raw)", "number"),
+    Field("loss.beta", "beta (L_obj)", "number"),
+    Field("loss.gamma", "gamma (L_jig)", "number"),
+    Field("runtime.device", "device", "choice", ("auto", "cpu", "cuda")),
+    Field("data.num_workers", "data workers (-1 = auto)", "int"),
+    Field("runtime.log_every", "log every (steps)", "int"),
+    Field("runtime.eval_every", "eval every (epochs, 0 = end only)", "int"),
+)
+KEYS = tuple(f.key for f in FIELDS)
+DEFAULT_CONFIG = "demo"
+
+
+def get_key(cfg: Config, key: str):
+    obj = cfg
+    for part in key.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def defaults(config_name: str) -> dict:
+    """The form's values for a shipped config (``None`` weights show as empty)."""
+    cfg = load_config(config_name)
+    values = {k: get_key(cfg, k) for k in KEYS}
+    values["model.weights"] = values["model.weights"] or ""
+    return values
+
+
+def yaml_scalar(value) -> str:
+    """``value`` written so that ``--set key=<text>`` parses back to it."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    text = str(value)
+    try:
+        same = yaml.safe_load(text) == text
+    except yaml.YAMLError:
+        same = False
+    return text if same and text.strip() == text and text else json.dumps(text)
+
+
+def _coerce(value, base, key: str):
+    if isinstance(base, bool):
+        return bool(value)
+    if isinstance(base, int) and not isinstance(base, bool):
+        if value is None or value == "":
+            raise ConfigError(f"{key}: a whole number is required")
+        if float(value) != int(float(value)):
+            raise ConfigError(f"{key}: expected a whole number, got {value}")
+        return int(float(value))
+    if isinstance(base, float):
+        if value is None or value == "":
+            raise ConfigError(f"{key}: a number is required")
+        return float(value)
+    text = "" if value is None else str(value).strip()
+    return None if key == "model.weights" and not text else text
+
+
+def parse_extra(text: str) -> list[str]:
+    """Free-form overrides: ``key=value`` separated by newlines or spaces (shell quoting allowed)."""
+    out = []
+    for part in shlex.split(text or "", comments=True):
+        part = part.removeprefix("--set=")
+        if part == "--set":
+            continue
+        if "=" not in part:
+            raise ConfigError(f"extra override {part!r} must look like key=value")
+        out.append(part)
+    return out
+
+
+@dataclass
+class Resolved:
+    config: str
+    overrides: list[str]
+    cfg: Config
+    notes: list[str] = field(default_factory=list)
+
+    def argv(self, out: str | None = None) -> list[str]:
+        args = ["python", "-m", "flrdf", "train", "--config", self.config]
+        for o in self.overrides:
+            args += ["--set", o]
+        if out:
+            args += ["--out", out]
+        return args
+
+    def command(self, threads: int | None = None) -> str:
+        env = f"OMP_NUM_THREADS={threads} " if threads else ""
+        return env + shlex.join(self.argv())
+
+    def torchrun(self) -> str:
+        args = ["torchrun", "--standalone", "--nproc_per_node", "NGPUS", "-m", "flrdf", "train", "--config",
+                self.config]
+        for o in self.overrides:
+            if not o.startswith("runtime.device="):
+                args += ["--set", o]
+        args += ["--out", f"runs/{self.cfg.name}-multi"]
+        return shlex.join(args).replace("NGPUS", "$NGPUS")
+
+
+def resolve(config_name: str, values: dict, extra: str = "") -> Resolved:
+    """Form -> overrides against ``config_name``, validated. Raises ConfigError with a readable message.
+
+    A shipped config's default weights file that does not exist here (the demo's
+    ``data/demo-backbone.pth`` on a fresh clone) becomes ``model.weights=null``,
+    with a note: the job then starts from the random initialisation.
+    """
+    base = load_config(config_name)
+    overrides, notes = [], []
+    for key in KEYS:
+        if key not in values:
+            continue
+        old = get_key(base, key)
+        new = _coerce(values[key], old if old is not None else "", key)
+        if key == "model.weights":
+            if new is not None and new == old and not Path(new).exists():
+                notes.append(f"{new} not found here: model.weights=null (the backbone starts from "
+                             f"{'ImageNet weights' if values.get('model.pretrained') else 'random init'})")
+                new = None
+            elif new is not None and not Path(new).exists():
+                notes.append(f"weights file {new} does not exist here: the job will fail unless it exists "
+                             "where it runs")
+        if new != old:
+            overrides.append(f"{key}={yaml_scalar(new)}")
+    overrides += parse_extra(extra)
+    cfg = load_config(config_name, overrides)  # validates; ConfigError carries the message
+    if not cfg.data.root:
+        raise ConfigError(f"dataset root is empty: give the folder of the {cfg.data.dataset} dataset")
+    if not Path(cfg.data.root).exists():
+        notes.append(f"dataset root {cfg.data.root} does not exist here: the job will fail")
+    return Resolved(config_name, overrides, cfg, notes)

@@ -1,0 +1,365 @@
+"""The Train tab: launch training jobs, watch them live, compare runs.
+
+Left: the job form (``dashboard.train_form``; defaults from a shipped config),
+the resolved command line (and its torchrun form), Launch. Right: the runs list
+(every run directory under the runs folder), the selected run's status, losses
+(the paper's Fig. 5), lr, images/s, evaluation accuracy and log tail, with Stop
+and Resume. Jobs are child processes (``dashboard.jobs``); the view is rebuilt
+from run-directory files by a 1 s ``gr.Timer``, which only re-renders what
+changed (file sizes and mtimes as signatures), so a new metrics line reaches
+the page within about a second and idle ticks cost a few ``stat`` calls.
+
+Public API endpoints (gradio_client): ``/launch`` (the form), ``/launch_config``
+(config name + overrides text), ``/stop``, ``/resume``, ``/run_status``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import subprocess
+from pathlib import Path
+
+import gradio as gr
+
+from dashboard import curves, jobs
+from dashboard import runs as R
+from dashboard import train_form as form
+from dashboard.context import DashboardContext
+from flrdf.config import ConfigError, shipped_configs
+from flrdf.engine.rundir import read_metrics
+
+TICK_S = 1.0
+GROUPS = {
+    "Data": ("data.dataset", "data.root", "data.train_split", "data.test_split", "data.annotation_level",
+             "data.val_fraction", "data.image_size", "data.resize"),
+    "Model": ("model.backbone", "model.pretrained", "model.weights", "model.branches", "model.suppression",
+              "model.delta", "model.tau", "model.jigsaw_n"),
+    "Optimisation": ("optim.epochs", "optim.batch_size", "optim.lr_backbone", "optim.lr_new", "optim.max_steps",
+                     "loss.alpha", "loss.beta", "loss.gamma"),
+    "Runtime": ("runtime.device", "data.num_workers", "runtime.log_every", "runtime.eval_every"),
+}
+assert sorted(k for ks in GROUPS.values() for k in ks) == sorted(form.KEYS)
+
+
+def _error(message: str, title: str = "Train") -> gr.Error:
+    return gr.Error(message, title=title, duration=None, print_exception=False)
+
+
+def _component(f: form.Field, value):
+    elem_id = "train-" + f.key.replace(".", "-").replace("_", "-")
+    if f.kind == "choice":
+        return gr.Dropdown(list(f.choices), value=value, label=f.label, info=f.info or None,
+                           allow_custom_value=True, elem_id=elem_id)
+    if f.kind == "bool":
+        return gr.Checkbox(value=bool(value), label=f.label, elem_id=elem_id)
+    if f.kind in ("int", "number"):
+        return gr.Number(value=value, label=f.label, info=f.info or None, precision=0 if f.kind == "int" else None,
+                         elem_id=elem_id)
+    return gr.Textbox(value=value, label=f.label, info=f.info or None, elem_id=elem_id)
+
+
+def _threads(value, ctx: DashboardContext) -> int:
+    n = int(value or 0)
+    return n if n > 0 else jobs.auto_threads(R.running_count(ctx.runs_dir))
+
+
+# ---------------------------------------------------------------- status text
+def status_markdown(run_dir: Path | None) -> str:
+    if run_dir is None:
+        return "No run selected. Launch one on the left, or pick one from the runs list."
+    if not run_dir.is_dir():
+        return f"**{run_dir.name}**: no such run directory"
+    st = R.run_state(run_dir)
+    state = st.get("state", "unknown")
+    metrics = read_metrics(run_dir)
+    train = [m for m in metrics if "loss_total" in m]
+    parts = [f"**{run_dir.name}** - state: **{state}**"]
+    if st.get("pid") and state in R.ACTIVE:
+        parts[0] += f" (pid {st['pid']})"
+    if train:
+        m = train[-1]
+        total = st.get("total_steps")
+        pct = f" ({100 * m['step'] / total:.0f} %)" if total else ""
+        losses = ", ".join(f"{curves.LOSS_LABELS[k]} {m[k]:.3f}" for k in curves.LOSS_KEYS
+                           if isinstance(m.get(k), (int, float)))
+        speed = f" - {m['images_per_s']:.1f} img/s" if isinstance(m.get("images_per_s"), (int, float)) else ""
+        parts.append(f"step {m['step']}{'/' + str(total) if total else ''}{pct} - epoch {m.get('epoch', 0):.2f} - "
+                     f"{losses} - lr {m.get('lr', 0):.3g}{speed} - loss points: {len(train)}")
+    elif state in R.ACTIVE:
+        parts.append("waiting for the first metrics line (loading data and model) - loss points: 0")
+    evals = [m for m in metrics if m.get("split")]
+    if evals:
+        e = evals[-1]
+        acc = ", ".join(f"{k.replace('top1_', '')} {100 * e[k]:.1f} %" for k in ("top1_raw", "top1_object")
+                        if isinstance(e.get(k), (int, float)))
+        loc = f" - loc. acc. {100 * e['loc_acc']:.1f} %" if isinstance(e.get("loc_acc"), (int, float)) else ""
+        parts.append(f"last eval ({e['split']}, epoch {e.get('epoch')}): top-1 {100 * e['top1']:.1f} % "
+                     f"({acc}){loc}")
+    if state == "finished" and isinstance((st.get("final") or {}).get("top1"), (int, float)):
+        parts.append(f"final test top-1: **{100 * st['final']['top1']:.2f} %**")
+    if state in ("failed", "unknown") and st.get("error"):
+        parts.append(f"**error:** `{st['error']}`")
+    if state in ("failed", "stopped") and (run_dir / "checkpoints" / "last.pt").is_file():
+        parts.append("checkpoint: checkpoints/last.pt - Resume continues from it.")
+    elif state == "stopped":
+        parts.append("no checkpoint written yet")
+    return "\n\n".join(parts)
+
+
+def log_tail(run_dir: Path | None) -> str:
+    if run_dir is None:
+        return ""
+    text = R.tail_text(run_dir / "log.txt")
+    err = R.tail_text(run_dir / jobs.STDERR, 3000, 15)
+    if err.strip() and (not text or R.run_state(run_dir).get("state") == "failed"):
+        text = (text + "\n--- stderr ---\n" if text else "") + err
+    return text
+
+
+def runs_table(runs_dir: Path) -> list[list]:
+    rows = [R.summary(p) for p in R.list_runs(runs_dir)]
+    return [[r[c] for c in R.RUN_COLUMNS] for r in rows]
+
+
+# ---------------------------------------------------------------- the tab
+def build_train_tab(ctx: DashboardContext):
+    runs_dir = Path(ctx.runs_dir)
+    start = form.DEFAULT_CONFIG if form.DEFAULT_CONFIG in shipped_configs() else shipped_configs()[0]
+    values = form.defaults(start)
+    fields = {f.key: f for f in form.FIELDS}
+    comps: dict[str, gr.components.Component] = {}
+    try:
+        first = form.resolve(start, values)
+        init = (first.command(), first.torchrun(), "\n".join(f"- {n}" for n in first.notes))
+    except (ConfigError, ValueError) as exc:
+        init = ("", "", f"**invalid:** {exc}")
+
+    table = gr.Dataframe(headers=list(R.RUN_COLUMNS), value=runs_table(runs_dir), interactive=False,
+                         label=f"runs in {runs_dir}", elem_id="train-runs", wrap=True, max_height=240)
+    with gr.Row():
+        with gr.Column(scale=2, min_width=400):
+            gr.Markdown("### New training job")
+            with gr.Row():
+                config = gr.Dropdown(shipped_configs(), value=start, label="start from shipped config",
+                                     elem_id="train-config", scale=2)
+                name = gr.Textbox(label="run name (default: config name)", elem_id="train-name", scale=2)
+                threads = gr.Number(0, precision=0, label="CPU threads (0 = auto)", elem_id="train-threads",
+                                    scale=1)
+            with gr.Row():
+                launch_btn = gr.Button("Launch", variant="primary", elem_id="train-launch", scale=2)
+                data_btn = gr.Button("Create demo data at root", size="sm", scale=1)
+            launch_msg = gr.Markdown(elem_id="train-launch-msg")
+            command = gr.Code(init[0], label="resolved command", language="shell", interactive=False,
+                              wrap_lines=True, lines=2, max_lines=8, elem_id="train-command")
+            notes = gr.Markdown(init[2], elem_id="train-notes")
+            for title, keys in GROUPS.items():
+                with gr.Accordion(title, open=title != "Model", elem_id=f"train-acc-{title.lower()}"):
+                    for i in range(0, len(keys), 3):
+                        with gr.Row():
+                            for key in keys[i:i + 3]:
+                                comps[key] = _component(fields[key], values[key])
+            extra = gr.Textbox(label="extra overrides", placeholder="key=value key=value ...", lines=1,
+                               elem_id="train-extra")
+            torchrun = gr.Code(init[1], label="multi-GPU (torchrun; set NGPUS)", language="shell", interactive=False,
+                               wrap_lines=True, lines=2, max_lines=8)
+        with gr.Column(scale=3, min_width=520):
+            with gr.Row():
+                run = gr.Dropdown([], value=None, label="run", allow_custom_value=True, elem_id="train-run", scale=2)
+                overlay = gr.Dropdown([], value=[], multiselect=True, label="overlay runs",
+                                      allow_custom_value=True, elem_id="train-overlay", scale=3)
+            with gr.Row():
+                stop_btn = gr.Button("Stop", variant="stop", elem_id="train-stop", size="sm")
+                resume_btn = gr.Button("Resume", elem_id="train-resume", size="sm")
+                resume_extra = gr.Textbox(show_label=False, placeholder="overrides for resume, e.g. optim.epochs=20",
+                                          elem_id="train-resume-extra", scale=3)
+            status = gr.Markdown(elem_id="train-status")
+            with gr.Row():
+                smoothing = gr.Slider(0, 0.99, value=curves.DEFAULT_SMOOTHING, step=0.01, label="smoothing (EMA)",
+                                      elem_id="train-smoothing")
+                axis = gr.Radio(list(curves.X_AXES), value="step", label="x axis", elem_id="train-axis")
+            loss_plot = gr.Plot(label="losses (paper Fig. 5)", format="png", elem_id="train-loss-plot")
+            aux_plot = gr.Plot(label="lr, images/s, evaluation", format="png", elem_id="train-aux-plot")
+            log_box = gr.Textbox(label="log tail", lines=10, max_lines=14, interactive=False, autoscroll=True,
+                                 elem_id="train-log")
+    sig = gr.State({})
+    timer = gr.Timer(TICK_S)
+    form_inputs = [config, *[comps[k] for k in form.KEYS], extra, name, threads]
+
+    # ---- form -> command
+    def _resolve(config_name, *vals):
+        *field_vals, extra_text, _name, _threads = vals
+        return form.resolve(config_name, dict(zip(form.KEYS, field_vals)), extra_text)
+
+    def show_command(config_name, *vals):
+        try:
+            res = _resolve(config_name, *vals)
+        except (ConfigError, ValueError) as exc:
+            return "", "", f"**invalid:** {exc}"
+        t = int(vals[-1] or 0) or None
+        note = "\n".join(f"- {n}" for n in res.notes)
+        return res.command(t), res.torchrun(), note
+
+    gr.on([c.change for c in form_inputs], show_command, form_inputs, [command, torchrun, notes],
+          trigger_mode="always_last", show_progress="hidden", api_visibility="private")
+
+    def fill(config_name):
+        try:
+            v = form.defaults(config_name)
+        except (ConfigError, ValueError) as exc:
+            raise _error(str(exc)) from None
+        return [v[k] for k in form.KEYS]
+
+    config.input(fill, config, [comps[k] for k in form.KEYS], api_visibility="private")
+
+    # ---- launch / stop / resume
+    def _choices():
+        return [p.name for p in R.list_runs(runs_dir)]
+
+    def _start(res: form.Resolved, run_name: str, threads_value) -> tuple:
+        n = _threads(threads_value, ctx)
+        try:
+            out, pid = jobs.launch_train(res.config, res.overrides, runs_dir, (run_name or "").strip()
+                                         or res.cfg.name, n)
+        except jobs.JobError as exc:
+            raise _error(str(exc)) from None
+        msg = (f"Launched **{out.name}** (pid {pid}, {n} thread{'s' if n > 1 else ''}).\n\n"
+               f"`{res.command(n)} --out {out}`")
+        return msg, out.name
+
+    def launch(config_name, *vals):
+        try:
+            res = _resolve(config_name, *vals)
+        except (ConfigError, ValueError) as exc:
+            raise _error(f"Invalid job settings: {exc}") from None
+        return _start(res, vals[-2], vals[-1])
+
+    # named parameters for API users (gradio_client): config, data_root, optim_epochs, ...
+    launch.__signature__ = inspect.Signature(
+        [inspect.Parameter(p.replace(".", "_"), inspect.Parameter.POSITIONAL_OR_KEYWORD)
+         for p in ["config", *form.KEYS, "extra", "name", "threads"]])
+    launched = gr.Textbox(visible=False)  # the new run's name; plain text for API users
+
+    def select(run_name):
+        return gr.Dropdown(choices=_choices(), value=run_name) if run_name else gr.skip()
+
+    launch_btn.click(launch, form_inputs, [launch_msg, launched], api_name="launch", concurrency_limit=1).then(
+        select, launched, run, api_visibility="private")
+
+    def launch_config(config_name: str, overrides: str, run_name: str = "", threads_value: float = 0):
+        """Launch ``config_name`` with ``key=value`` overrides (text) - the CLI's form, for scripts."""
+        try:
+            res = form.resolve(config_name, {}, overrides)
+        except (ConfigError, ValueError) as exc:
+            raise _error(f"Invalid job settings: {exc}") from None
+        return _start(res, run_name, threads_value)
+
+    hidden = [gr.Textbox(visible=False), gr.Textbox(visible=False), gr.Textbox(visible=False),
+              gr.Number(visible=False)]
+    launch_hidden = gr.Button(visible=False)
+    launch_hidden.click(launch_config, hidden, [launch_msg, launched], api_name="launch_config",
+                        concurrency_limit=1).then(select, launched, run, api_visibility="private")
+
+    def _run_dir(name_value) -> Path | None:
+        text = str(name_value or "").strip()
+        if not text:
+            return None
+        p = Path(text)
+        return p if p.is_absolute() else runs_dir / text
+
+    def stop(run_name):
+        rd = _run_dir(run_name)
+        if rd is None:
+            raise _error("Select a run first.")
+        try:
+            pid = jobs.stop_run(rd)
+        except jobs.JobError as exc:
+            raise _error(f"Cannot stop {rd.name}: {exc}") from None
+        return f"Sent SIGTERM to pid {pid}: **{rd.name}** writes a checkpoint and stops."
+
+    def resume(run_name, overrides, threads_value):
+        rd = _run_dir(run_name)
+        if rd is None:
+            raise _error("Select a run first.")
+        try:
+            extra_list = form.parse_extra(overrides)
+            n = _threads(threads_value, ctx)
+            pid = jobs.resume_train(rd, extra_list, n)
+        except (jobs.JobError, ConfigError) as exc:
+            raise _error(f"Cannot resume {rd.name}: {exc}") from None
+        return f"Resuming **{rd.name}** (pid {pid}, {n} thread{'s' if n > 1 else ''})."
+
+    stop_btn.click(stop, run, launch_msg, api_name="stop", concurrency_limit=2)
+    resume_btn.click(resume, [run, resume_extra, threads], launch_msg, api_name="resume", concurrency_limit=1)
+
+    def make_data(dataset, root):
+        if dataset not in ("demo", "cub") or not str(root or "").strip():
+            raise _error("Set dataset 'demo' and a root folder first.")
+        proc = subprocess.run(jobs.python_argv("make-demo-data", "--out", str(root)), capture_output=True,
+                              text=True, env=jobs.child_env(1), timeout=900)
+        if proc.returncode:
+            raise _error(f"make-demo-data failed: {proc.stderr.strip()[-500:]}")
+        return f"Synthetic demo data written to `{root}`."
+
+    data_btn.click(make_data, [comps["data.dataset"], comps["data.root"]], launch_msg, api_visibility="private",
+                   concurrency_limit=1)
+
+    # ---- live view
+    def _stat(p: Path) -> tuple:
+        try:
+            st = p.stat()
+            return st.st_size, st.st_mtime_ns
+        except OSError:
+            return None
+
+    def live(run_name, overlay_names, smooth, x_axis, state):
+        jobs.reap()
+        state = dict(state or {})
+        all_runs = R.list_runs(runs_dir)
+        names = [p.name for p in all_runs]
+        runs_sig = tuple((p.name, _stat(p / "status.json"), _stat(p / jobs.JOB_FILE), _stat(p / "metrics.jsonl"))
+                         for p in all_runs)
+        out_table = out_run = out_overlay = gr.skip()
+        if runs_sig != state.get("runs"):
+            state["runs"] = runs_sig
+            out_table = runs_table(runs_dir)
+        if names != state.get("names"):
+            state["names"] = names
+            if not run_name and names:
+                running = [p.name for p in all_runs if R.run_state(p).get("state") in R.ACTIVE]
+                run_name = (running or names)[0]
+            out_run = gr.Dropdown(choices=names, value=run_name or None)
+            out_overlay = gr.Dropdown(choices=names, value=[o for o in (overlay_names or []) if o in names])
+        rd = _run_dir(run_name)
+        selected = [n for n in dict.fromkeys([run_name, *(overlay_names or [])]) if n]
+        files = [runs_dir / n for n in selected]
+        status_sig = (run_name, _stat(rd / "status.json") if rd else None, _stat(rd / jobs.JOB_FILE) if rd else None,
+                      _stat(rd / "metrics.jsonl") if rd else None, _stat(rd / "log.txt") if rd else None,
+                      R.run_state(rd).get("state") if rd else None)
+        out_status = out_log = gr.skip()
+        if status_sig != state.get("status"):
+            state["status"] = status_sig
+            out_status, out_log = status_markdown(rd), log_tail(rd)
+        plot_sig = (tuple((n, _stat(f / "metrics.jsonl")) for n, f in zip(selected, files)), smooth, x_axis)
+        out_loss = out_aux = gr.skip()
+        if plot_sig != state.get("plots"):
+            state["plots"] = plot_sig
+            data = {n: read_metrics(f) for n, f in zip(selected, files)}
+            out_loss = curves.loss_figure(data, smooth or 0.0, x_axis or "step")
+            out_aux = curves.aux_figure(data, smooth or 0.0, x_axis or "step")
+        return out_table, out_run, out_overlay, out_status, out_log, out_loss, out_aux, state
+
+    live_outputs = [table, run, overlay, status, log_box, loss_plot, aux_plot, sig]
+    live_inputs = [run, overlay, smoothing, axis, sig]
+    timer.tick(live, live_inputs, live_outputs, api_visibility="private", concurrency_limit=4,
+               show_progress="hidden", trigger_mode="always_last")
+    gr.on([run.change, overlay.change, smoothing.release, axis.change], live, live_inputs, live_outputs,
+          api_visibility="private", show_progress="hidden", trigger_mode="always_last")
+
+    def run_status(run_name):
+        """Status text, runs table and log tail of a run (for scripts and tests)."""
+        rd = _run_dir(run_name)
+        return status_markdown(rd), runs_table(runs_dir), log_tail(rd)
+
+    refresh = gr.Button(visible=False)
+    refresh.click(run_status, run, [status, table, log_box], api_name="run_status")
+    return {"run": run, "status": status, "timer": timer}

@@ -1,0 +1,251 @@
+"""Localization evaluation: the paper's Table 3, extended with CAM baselines and a tau sweep.
+
+For a trained model and a split with ground-truth boxes, every image is scored by
+several box sources on the same model, all GT-known (CONVENTIONS.md: the CAMs
+explain the ground-truth class):
+
+    flrdf     FLRDF's own box: the suppressed map (out.loc_map), tau, largest region
+    plain     the same rule on the map before suppression (out.plain_map)
+    <cam>     each CAM baseline of flrdf.cams (raw branch, layer4), boxes by
+              flrdf.cams' rule on FLRDF's own box grid
+    centre    a fixed centred box covering half of each side: "knowing nothing"
+
+For each: loc_acc (IoU >= 0.5) and mean IoU at the model's tau, and a sweep of
+tau (localization accuracy at IoU 0.3/0.5/0.7 per tau; MaxBoxAcc = the best
+over the sweep at 0.5; ``max_box_acc_357`` = the mean of the bests at the three
+IoUs, with the largest region only - wsolevaluation's MaxBoxAccV2 considers
+every region, so it is not that number). Classification top-1 per branch and
+combined comes from the same forward pass. The worst-localized images (lowest
+FLRDF IoU) are kept for a gallery.
+
+``evaluate_localization`` is batched over a DataLoader and reports progress;
+:mod:`flrdf.engine.loc_report` writes the result folder; ``main`` is the
+``python -m flrdf loc-eval`` command, which the dashboard runs as a background
+job and polls through ``progress.json``.
+"""
+
+from __future__ import annotations
+
+import heapq
+import time
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from flrdf.boxes import box_iou, boxes_from_maps, centre_boxes
+from flrdf.cams import DEFAULT_METHODS, METHODS, box_grid, check_methods, compute_cams
+
+FLRDF_KEY, PLAIN_KEY, CENTRE_KEY = "flrdf", "plain", "centre"
+TAUS = tuple(round(i / 20, 2) for i in range(21))   # 0.00, 0.05, ..., 1.00
+IOU_THRESHOLDS = (0.3, 0.5, 0.7)
+WORST_K = 12
+CENTRE_FRACTION = 0.5
+
+
+def method_label(key: str) -> str:
+    fixed = {FLRDF_KEY: "FLRDF (suppressed map)", PLAIN_KEY: "plain map (no suppression)",
+             CENTRE_KEY: "centre box (baseline)"}
+    return fixed.get(key) or METHODS[key].label
+
+
+@dataclass
+class WorstImage:
+    iou: float
+    index: int
+    path: str
+    label: int
+    pred: int
+    image: np.ndarray          # uint8 (H, W, 3) as the network saw it
+    gt_box: list[float]        # input pixels
+    box: list[float]           # FLRDF's box, input pixels
+
+
+@dataclass
+class _Tally:
+    """Running counts of one box source."""
+    sweep_hits: np.ndarray                 # (len(taus), len(IOU_THRESHOLDS))
+    hits: int = 0                          # IoU >= 0.5 at the model's tau
+    iou_sum: float = 0.0
+
+
+@dataclass
+class LocResult:
+    summary: dict                          # everything results.json holds except the per-image rows
+    per_image: list[dict] = field(default_factory=list)
+    worst: list[WorstImage] = field(default_factory=list)
+
+
+def _grid_up(maps: torch.Tensor, up: int) -> torch.Tensor:
+    """FLRDF's own pre-threshold step: bilinear upsampling of (B, h, w) maps by ``up``."""
+    m = maps.float()
+    if up > 1:
+        m = F.interpolate(m[:, None], scale_factor=up, mode="bilinear", align_corners=False)[:, 0]
+    return m
+
+
+def _grid_area(maps: np.ndarray, grid_hw: tuple[int, int]) -> torch.Tensor:
+    """flrdf.cams.cam_boxes' pre-threshold step: area-resample input-size maps to the box grid."""
+    h, w = maps.shape[-2:]
+    if grid_hw[0] < h or grid_hw[1] < w:
+        gh, gw = min(grid_hw[0], h), min(grid_hw[1], w)
+        maps = np.stack([cv2.resize(m, (gw, gh), interpolation=cv2.INTER_AREA) for m in maps])
+    return torch.from_numpy(np.ascontiguousarray(maps, dtype=np.float32))
+
+
+def _to_uint8(images: torch.Tensor) -> np.ndarray:
+    from flrdf.data import IMAGENET_MEAN, IMAGENET_STD
+
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    x = (images.detach().float().cpu() * std + mean).clamp(0, 1)
+    return (x.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
+
+
+def _rate(hits: float, n: int) -> float | None:
+    return round(hits / n, 6) if n else None
+
+
+@torch.no_grad()
+def evaluate_localization(model, loader, *, methods=DEFAULT_METHODS, tau: float | None = None,
+                          taus=TAUS, worst_k: int = WORST_K, records=None, precision=None,
+                          progress=None, seed: int = 0) -> LocResult:
+    """Score every box source on ``loader`` (batches of flrdf.data.FGVCDataset). See the module docstring.
+
+    ``model``: an FLRDF in eval mode. ``records``: the dataset's records (for file
+    names in the per-image rows). ``progress(n_done_in_batch)`` is called per batch.
+    """
+    from flrdf.engine.step import precision_for
+
+    cams = check_methods(methods)
+    keys = [FLRDF_KEY, PLAIN_KEY, *cams, CENTRE_KEY]
+    tau = float(model.cfg.tau if tau is None else tau)
+    taus = [float(t) for t in taus]
+    device = next(model.parameters()).device
+    precision = precision or precision_for(device, False, False)
+    up = max(1, int(model.cfg.map_upsample))
+    model.eval()
+    torch.manual_seed(seed)  # the jigsaw branch's permutations
+
+    tallies = {k: _Tally(np.zeros((len(taus), len(IOU_THRESHOLDS)))) for k in keys}
+    cls_hits = {"top1": 0, "top5": 0, "top1_raw": 0, "top1_object": 0, "top1_jigsaw": 0}
+    has_branch = {"object": False, "jigsaw": False}
+    n_images = n_box = 0
+    per_image: list[dict] = []
+    worst_heap: list[tuple[float, int, WorstImage]] = []
+    t_start = time.perf_counter()
+    thr = torch.tensor(IOU_THRESHOLDS)
+
+    for batch in loader:
+        images = precision.prepare(batch["image"])
+        labels = batch["label"].to(device)
+        with precision.autocast():
+            out = model(images, tau=tau, with_jigsaw=True)
+        b, _, hh, ww = images.shape
+        n_images += b
+
+        # classification, per branch and combined
+        k = min(5, out.logits.shape[1])
+        top = out.logits.float().topk(k, dim=1).indices
+        pred = top[:, 0]
+        cls_hits["top1"] += int((pred == labels).sum())
+        cls_hits["top5"] += int((top == labels[:, None]).any(1).sum())
+        cls_hits["top1_raw"] += int((out.logits_raw.argmax(1) == labels).sum())
+        for name, logits in (("object", out.logits_object), ("jigsaw", out.logits_jigsaw)):
+            if logits is not None:
+                has_branch[name] = True
+                cls_hits[f"top1_{name}"] += int((logits.argmax(1) == labels).sum())
+
+        mask = batch["has_box"].bool()
+        if mask.any():
+            idx = mask.nonzero()[:, 0]
+            sel_images, sel_labels = images[idx], labels[idx.to(device)]
+            gt = batch["box"][idx].float()
+            m = len(idx)
+            n_box += m
+            # maps on the box grid, ready to threshold (normalize flag = each source's own rule)
+            grids: dict[str, tuple[torch.Tensor, bool]] = {
+                FLRDF_KEY: (_grid_up(out.loc_map[idx.to(device)].cpu(), up), False),
+                PLAIN_KEY: (_grid_up(out.plain_map[idx.to(device)].cpu(), up), False),
+            }
+            if cams:
+                with torch.enable_grad():
+                    cam_maps = compute_cams(model, sel_images.float(), sel_labels.cpu(), cams)
+                grid_hw = box_grid(model, (hh, ww))
+                for key in cams:
+                    grids[key] = (_grid_area(cam_maps[key], grid_hw), True)
+            centre = centre_boxes(m, (hh, ww), CENTRE_FRACTION)
+
+            ious_at_tau: dict[str, torch.Tensor] = {}
+            boxes_at_tau: dict[str, torch.Tensor] = {}
+            for ti, t in enumerate(taus + [tau]):
+                for norm in (False, True):   # one batched box call per normalisation rule
+                    group = [key for key, (_, nf) in grids.items() if nf is norm]
+                    if not group:
+                        continue
+                    stacked = torch.cat([grids[key][0] for key in group])
+                    boxes = boxes_from_maps(stacked, t, (hh, ww), upsample=1, normalize=norm).split(m)
+                    for key, bx in zip(group, boxes):
+                        iou = box_iou(bx, gt)
+                        if ti == len(taus):              # the model's tau
+                            ious_at_tau[key], boxes_at_tau[key] = iou, bx
+                        else:
+                            tallies[key].sweep_hits[ti] += (iou[:, None] >= thr[None]).sum(0).numpy()
+            centre_iou = box_iou(centre, gt)
+            ious_at_tau[CENTRE_KEY], boxes_at_tau[CENTRE_KEY] = centre_iou, centre
+            tallies[CENTRE_KEY].sweep_hits += (centre_iou[:, None] >= thr[None]).sum(0).numpy()[None]
+            for key in keys:
+                tallies[key].hits += int((ious_at_tau[key] >= 0.5).sum())
+                tallies[key].iou_sum += float(ious_at_tau[key].sum())
+
+            # per-image rows and the worst FLRDF boxes
+            sel_pred = pred[idx.to(device)].cpu()
+            uint8 = None
+            for j in range(m):
+                i_ds = int(batch["index"][idx[j]]) if "index" in batch else len(per_image)
+                path = records[i_ds].path if records is not None else str(i_ds)
+                row = {"index": i_ds, "file": path, "label": int(sel_labels[j]), "pred": int(sel_pred[j])}
+                row.update({f"iou_{key}": round(float(ious_at_tau[key][j]), 4) for key in keys})
+                per_image.append(row)
+                score = float(ious_at_tau[FLRDF_KEY][j])
+                if worst_k > 0 and (len(worst_heap) < worst_k or -score > worst_heap[0][0]):
+                    if uint8 is None:
+                        uint8 = _to_uint8(sel_images)
+                    item = WorstImage(score, i_ds, path, row["label"], row["pred"], uint8[j],
+                                      gt[j].tolist(), boxes_at_tau[FLRDF_KEY][j].tolist())
+                    entry = (-score, -i_ds, item)  # ties: the lower dataset index is kept
+                    if len(worst_heap) < worst_k:
+                        heapq.heappush(worst_heap, entry)
+                    else:
+                        heapq.heapreplace(worst_heap, entry)
+        if progress is not None:
+            progress(b)
+
+    rows = []
+    for key in keys:
+        t = tallies[key]
+        sweep = t.sweep_hits / max(n_box, 1)
+        best = int(np.argmax(sweep[:, 1])) if n_box else 0
+        rows.append({
+            "method": key, "label": method_label(key),
+            "loc_acc": _rate(t.hits, n_box), "mean_iou": _rate(t.iou_sum, n_box),
+            "max_box_acc": round(float(sweep[best, 1]), 6) if n_box else None,
+            "best_tau": taus[best] if n_box and key != CENTRE_KEY else None,
+            "max_box_acc_357": round(float(sweep.max(axis=0).mean()), 6) if n_box else None,
+            "sweep": {f"iou{int(round(th * 100))}": [round(float(v), 6) for v in sweep[:, i]]
+                      for i, th in enumerate(IOU_THRESHOLDS)} if n_box else None,
+        })
+    n = max(n_images, 1)
+    classification = {"top1": _rate(cls_hits["top1"], n), "top5": _rate(cls_hits["top5"], n),
+                      "top1_raw": _rate(cls_hits["top1_raw"], n),
+                      "top1_object": _rate(cls_hits["top1_object"], n) if has_branch["object"] else None,
+                      "top1_jigsaw": _rate(cls_hits["top1_jigsaw"], n) if has_branch["jigsaw"] else None,
+                      "n": n_images}
+    summary = {"tau": tau, "taus": taus, "iou_thresholds": list(IOU_THRESHOLDS), "methods": keys,
+               "cam_target": "ground-truth class (GT-known)", "centre_fraction": CENTRE_FRACTION,
+               "n": n_images, "n_box": n_box, "rows": rows, "classification": classification,
+               "elapsed_s": round(time.perf_counter() - t_start, 2)}
+    worst = [e[2] for e in sorted(worst_heap, key=lambda e: (-e[0], -e[1]))]
+    return LocResult(summary, per_image, worst)

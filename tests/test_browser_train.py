@@ -1,0 +1,108 @@
+"""The Train and Evaluate tabs in a real browser (headless Debian Chromium via Playwright):
+fill the form, Launch the tiny demo job, watch status and loss plot update live, Stop it,
+then evaluate its checkpoint. Screenshots of every tab go next to the test's temp folder."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+
+import pytest
+from test_browser import ARGS, CHROMIUM
+
+pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium")
+
+FORM = {"data-root": None, "optim-epochs": 200, "data-image-size": 64, "data-resize": 72, "optim-batch-size": 8,
+        "runtime-log-every": 1, "runtime-eval-every": 0, "data-num-workers": 0}
+
+
+@pytest.fixture(scope="module")
+def page(studio):
+    sync_api = pytest.importorskip("playwright.sync_api", reason="needs the playwright Python package")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, headless=True)
+        try:
+            pg = browser.new_page(viewport={"width": 1500, "height": 1100})
+            pg.set_default_timeout(60_000)
+            pg.goto(studio[0])
+            yield pg
+        finally:
+            browser.close()
+
+
+def _fill(page, elem: str, value) -> None:
+    box = page.locator(f"#train-{elem}").locator("input, textarea").first
+    box.fill(str(value))
+    box.press("Tab")  # commit (change event)
+
+
+def _points(page) -> int:
+    m = re.search(r"loss points: (\d+)", page.locator("#train-status").inner_text())
+    return int(m.group(1)) if m else 0
+
+
+def test_launch_from_the_form_and_watch_it_live(page, studio, tmp_path_factory):
+    _, runs_dir, root = studio
+    shots = tmp_path_factory.getbasetemp()
+    page.get_by_role("tab", name="Train").click()
+    for elem, value in {**FORM, "data-root": root}.items():
+        _fill(page, elem, value)
+    _fill(page, "threads", 1)
+    _fill(page, "name", "browser")
+    _fill(page, "extra", "optim.warmup_steps=0")
+    command = page.locator("#train-command")
+    command.get_by_text(re.compile(r"optim\.epochs=200")).first.wait_for()
+    assert "optim.warmup_steps=0" in command.inner_text() and "OMP_NUM_THREADS=1" in command.inner_text()
+    t0 = time.monotonic()
+    page.locator("#train-launch").click()
+    page.locator("#train-launch-msg", has_text="Launched").wait_for()
+    run = re.search(r"Launched (\S+)", page.locator("#train-launch-msg").inner_text()).group(1)
+    status = page.locator("#train-status")
+    status.filter(has_text=re.compile(r"state: running")).wait_for(timeout=60_000)
+    status.filter(has_text=re.compile(r"loss points: [1-9]")).wait_for(timeout=90_000)
+    first_point_s = time.monotonic() - t0
+    plot = page.locator("#train-loss-plot img").first
+    plot.wait_for(state="visible")
+    # every new metrics line reaches the page within 3 s of being written
+    latencies = []
+    for _ in range(3):
+        n = _points(page)
+        status.filter(has_text=re.compile(rf"loss points: (?!{n}\b)\d+")).wait_for(timeout=30_000)
+        seen = time.time()
+        shown = _points(page)
+        lines = [json.loads(x) for x in (runs_dir / run / "metrics.jsonl").read_text().splitlines()]
+        written = [r["time"] for r in lines if "loss_total" in r][shown - 1]
+        latencies.append(seen - written)
+    assert max(latencies) < 3.0, latencies
+    src_before = plot.get_attribute("src")
+    page.wait_for_function("([el, old]) => el.src !== old", arg=[plot.element_handle(), src_before], timeout=30_000)
+    assert run in page.locator("#train-runs").inner_text()
+    page.screenshot(path=str(shots / "train_tab.png"), full_page=True)
+    page.locator("#train-stop").click()
+    status.filter(has_text=re.compile(r"state: stopped")).wait_for(timeout=60_000)
+    assert (runs_dir / run / "checkpoints" / "last.pt").is_file()
+    print(f"\nbrowser: first loss point {first_point_s:.1f} s after Launch; new line -> screen "
+          f"{', '.join(f'{x:.2f}' for x in latencies)} s")
+
+
+def test_evaluate_tab_in_the_browser(page, studio, tmp_path_factory):
+    _, runs_dir, _ = studio
+    shots = tmp_path_factory.getbasetemp()
+    run = next(p for p in sorted(runs_dir.iterdir()) if (p / "checkpoints" / "last.pt").is_file())
+    page.get_by_role("tab", name="Evaluate").click()
+    source = page.locator("#eval-source input").first
+    source.fill(str(run))
+    source.press("Enter")
+    limit = page.locator("#eval-limit input").first
+    limit.fill("6")
+    limit.press("Tab")
+    page.locator("#eval-run").click()
+    page.locator("#eval-message", has_text="background").wait_for()
+    page.locator("#eval-table").get_by_text("FLRDF (suppressed map)").first.wait_for(timeout=120_000)
+    page.locator("#eval-progress", has_text="finished").wait_for()
+    assert page.locator("#eval-gallery img").count() >= 1
+    page.locator("#eval-sweep img").first.wait_for(state="visible")
+    page.screenshot(path=str(shots / "evaluate_tab.png"), full_page=True)
+    page.get_by_role("tab", name="Inspect").click()
+    page.screenshot(path=str(shots / "inspect_tab.png"), full_page=True)

@@ -1,0 +1,120 @@
+"""dashboard.jobs / runs / train_form: child processes, run states read from files, the job form."""
+
+import json
+import os
+import sys
+import time
+
+import pytest
+
+from dashboard import jobs, runs, train_form
+from flrdf.config import ConfigError
+from flrdf.engine.rundir import write_json
+
+
+def _wait(pred, timeout=60.0, every=0.1):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if pred():
+            return True
+        time.sleep(every)
+    return False
+
+
+def test_auto_threads():
+    assert jobs.auto_threads(0, 2) == 2 and jobs.auto_threads(1, 2) == 1 and jobs.auto_threads(5, 2) == 1
+    assert jobs.auto_threads(1, 16) == 8
+
+
+def test_spawn_new_session_env_and_output_files(tmp_path):
+    # 'flrdf' in the command line marks it as one of ours for the pid-reuse guard
+    code = "import os, sys, time; print(os.environ['OMP_NUM_THREADS'], flush=True); time.sleep(60)"
+    proc = jobs.spawn([sys.executable, "-c", code, "flrdf"], tmp_path, 3, "test")
+    try:
+        assert os.getsid(proc.pid) == proc.pid  # own session: survives the dashboard
+        job = json.loads((tmp_path / jobs.JOB_FILE).read_text())
+        assert job["pid"] == proc.pid and job["threads"] == 3 and job["argv"][-1] == "flrdf"
+        assert _wait(lambda: "3\n" in (tmp_path / jobs.STDOUT).read_text())
+        assert runs.run_state(tmp_path)["state"] == "starting"  # job alive, no status.json yet
+        jobs.signal_job(proc.pid)
+        assert proc.wait(10) != 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    jobs.reap()
+    assert proc.pid not in jobs._children
+    with pytest.raises(jobs.JobError):
+        jobs.signal_job(proc.pid)
+
+
+def test_pid_reuse_guard(tmp_path):
+    proc = jobs.spawn([sys.executable, "-c", "import time; time.sleep(30)"], tmp_path, 1, "test")
+    try:
+        with pytest.raises(jobs.JobError, match="not an flrdf job"):
+            jobs.signal_job(proc.pid)
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_run_states_from_files(tmp_path):
+    # died before writing a status: failed, with the CLI's error line from stderr
+    dead = tmp_path / "dead"
+    dead.mkdir()
+    write_json(dead / jobs.JOB_FILE, {"pid": 999_999_9, "argv": []})
+    (dead / jobs.STDERR).write_text("===== x\nusage: ...\nerror: data.root is empty: pass --set data.root=...\n")
+    st = runs.run_state(dead)
+    assert st["state"] == "failed" and st["error"].startswith("error: data.root is empty")
+    # status 'running' but the process is gone: failed (killed)
+    killed = tmp_path / "killed"
+    killed.mkdir()
+    write_json(killed / "status.json", {"state": "running", "pid": 999_999_9, "host": runs.HOST})
+    assert runs.run_state(killed)["state"] == "failed"
+    # copied from another machine: cannot be checked
+    other = tmp_path / "other"
+    other.mkdir()
+    write_json(other / "status.json", {"state": "running", "pid": 1, "host": "gpu-node-7"})
+    st = runs.run_state(other)
+    assert st["state"] == "unknown" and "gpu-node-7" in st["error"]
+    # finished run with metrics: the summary row
+    done = tmp_path / "done"
+    done.mkdir()
+    write_json(done / "status.json", {"state": "finished", "config": "demo", "dataset": "demo", "step": 8,
+                                      "total_steps": 8, "final": {"top1": 0.25, "loc_acc": 0.5}})
+    (done / "metrics.jsonl").write_text(json.dumps({"step": 8, "loss_total": 1.23456}) + "\n"
+                                        + json.dumps({"step": 8, "split": "test", "top1": 0.25}) + "\n")
+    (tmp_path / "not-a-run").mkdir()
+    listed = {p.name for p in runs.list_runs(tmp_path)}
+    assert listed == {"dead", "killed", "other", "done"}
+    row = runs.summary(done)
+    assert row["state"] == "finished" and row["step"] == "8/8" and row["loss"] == 1.2346
+    assert row["top1"] == 25.0 and row["loc acc"] == 50.0
+
+
+def test_form_resolves_to_minimal_overrides():
+    values = train_form.defaults("demo")
+    values.update({"optim.epochs": 3, "data.root": "/data/demo set"})
+    res = train_form.resolve("demo", values, "runtime.seed=5")
+    assert "optim.epochs=3" in res.overrides and "runtime.seed=5" in res.overrides
+    assert "data.root=/data/demo set" in res.overrides
+    assert len([o for o in res.overrides if o.startswith("optim.")]) == 1  # unchanged fields are not repeated
+    # the demo's stand-in backbone is absent on a fresh clone: weights=null, shown in the command
+    from pathlib import Path
+
+    if not Path("data/demo-backbone.pth").exists():
+        assert "model.weights=null" in res.overrides and any("not found" in n for n in res.notes)
+    assert res.cfg.optim.epochs == 3 and res.cfg.runtime.seed == 5
+    cmd = res.command(1)
+    assert cmd.startswith("OMP_NUM_THREADS=1 python -m flrdf train --config demo") and "'data.root=/data/demo set'" in cmd
+    assert res.torchrun().startswith("torchrun --standalone --nproc_per_node $NGPUS -m flrdf train")
+    values["model.jigsaw_n"] = 5  # does not tile 112 px
+    with pytest.raises(ConfigError, match="jigsaw_n"):
+        train_form.resolve("demo", values)
+
+
+@pytest.mark.parametrize("value", ["data/x", "", "null", "true", "1e-3", "a b", None, 3, 0.5, False])
+def test_yaml_scalar_round_trips(value):
+    import yaml
+
+    text = train_form.yaml_scalar(value)
+    assert (yaml.safe_load(text) if text.strip() else "") == value

@@ -1,0 +1,119 @@
+"""flrdf.engine.localization + loc_report: Table 3 extended (FLRDF vs plain map vs CAMs vs centre box)."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from flrdf.boxes import box_iou
+from flrdf.cams import box_grid, cam_boxes, compute_cams
+from flrdf.engine.evaluate import evaluate
+from flrdf.engine.loaders import eval_loader, records_for
+from flrdf.engine.localization import CENTRE_KEY, FLRDF_KEY, PLAIN_KEY, TAUS, evaluate_localization
+from flrdf.engine.loc_report import main as loc_eval_main, read_results
+from flrdf.engine.step import precision_for
+
+METHODS = ("gradcam", "eigencam")
+
+
+@pytest.fixture(scope="module")
+def loc_setup(tmp_path_factory):
+    """A random-init tiny model (ResNet-18, 64 px) saved as a model file, and a synthetic split with boxes."""
+    from flrdf.config import load_config
+    from flrdf.data.synthetic import make_demo_data
+    from flrdf.engine.checkpoint import load_model, save_model_file
+    from flrdf.model import FLRDF
+
+    base = tmp_path_factory.mktemp("loc")
+    root = base / "data"
+    make_demo_data(root, num_classes=4, train_per_class=2, test_per_class=3, image_size=80, seed=1)
+    cfg = load_config("demo", ["model.weights=null", f"data.root={root}", "data.image_size=64", "data.resize=72",
+                               "data.num_workers=0"])
+    torch.manual_seed(0)
+    save_model_file(base / "tiny.safetensors", FLRDF(cfg.model, 4), cfg, [f"c{i}" for i in range(4)], half=False)
+    loaded = load_model(base / "tiny.safetensors", "cpu")
+    return base, root, loaded
+
+
+def test_rows_agree_with_the_engine_and_the_cam_module(loc_setup):
+    _, _, loaded = loc_setup
+    model, cfg = loaded.model, loaded.config
+    loader = eval_loader(cfg.data, "test", 5, 0)
+    res = evaluate_localization(model, loader, methods=METHODS, records=loader.dataset.records, worst_k=4)
+    s = res.summary
+    assert s["methods"] == [FLRDF_KEY, PLAIN_KEY, *METHODS, CENTRE_KEY] and s["n"] == s["n_box"] == 12
+    rows = {r["method"]: r for r in s["rows"]}
+    # FLRDF's row at the model's tau is exactly the engine's own localization accuracy and mean IoU
+    ref = evaluate(model, eval_loader(cfg.data, "test", 5, 0), precision_for(torch.device("cpu"), False, False))
+    assert rows[FLRDF_KEY]["loc_acc"] == pytest.approx(ref["loc_acc"], abs=1e-6)
+    assert rows[FLRDF_KEY]["mean_iou"] == pytest.approx(ref["mean_iou"], abs=1e-5)
+    assert s["classification"]["top1_raw"] == pytest.approx(ref["top1_raw"])
+    # CAM boxes at tau are flrdf.cams.cam_boxes' boxes (one batch recomputed here)
+    batch = next(iter(eval_loader(cfg.data, "test", 5, 0)))
+    maps = compute_cams(model, batch["image"], batch["label"], METHODS)
+    boxes = cam_boxes(maps, cfg.model.tau, box_grid(model, batch["image"].shape[-2:]))
+    per_image = res.per_image[:5]
+    for key in METHODS:
+        iou = box_iou(boxes[key], batch["box"])
+        assert [r[f"iou_{key}"] for r in per_image] == pytest.approx(iou.tolist(), abs=1e-4)
+    # sweep: 21 taus; MaxBoxAcc is its best; tau = 0 keeps the whole image for FLRDF's own rule
+    for r in s["rows"]:
+        assert len(r["sweep"]["iou50"]) == len(TAUS) == 21
+        assert r["max_box_acc"] == pytest.approx(max(r["sweep"]["iou50"]))
+        assert 0 <= r["loc_acc"] <= 1 and 0 <= r["mean_iou"] <= 1
+    whole = torch.tensor([[0.0, 0.0, 64.0, 64.0]]).repeat(12, 1)
+    gt = torch.stack([loader.dataset[i]["box"] for i in range(12)])
+    assert rows[FLRDF_KEY]["sweep"]["iou50"][0] == pytest.approx(float((box_iou(whole, gt) >= 0.5).float().mean()), abs=1e-5)
+    assert len(set(rows[CENTRE_KEY]["sweep"]["iou50"])) == 1 and rows[CENTRE_KEY]["best_tau"] is None
+    # worst images: lowest FLRDF IoU first
+    ious = sorted(r["iou_flrdf"] for r in res.per_image)
+    assert [round(w.iou, 4) for w in res.worst] == pytest.approx(ious[:4], abs=1e-4)
+    assert res.worst[0].image.dtype == np.uint8 and res.worst[0].image.shape == (64, 64, 3)
+
+
+def test_cli_writes_a_citable_folder(loc_setup, capsys):
+    base, root, _ = loc_setup
+    out = base / "out"
+    rc = loc_eval_main(["--checkpoint", str(base / "tiny.safetensors"), "--set", f"data.root={root}",
+                        "--methods", "gradcam", "--limit", "7", "--batch-size", "4", "--worst", "3",
+                        "--device", "cpu", "--out", str(out)])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "| FLRDF (suppressed map) |" in printed and "centre box" in printed
+    for name in ("results.json", "table.csv", "table.md", "per_image.csv", "loc_bar.png", "tau_sweep.png",
+                 "worst/00.png", "worst/02.png"):
+        assert (out / name).is_file(), name
+    results = read_results(out)
+    assert results["n"] == 7 and results["split"] == "test" and results["source"].endswith("tiny.safetensors")
+    assert [r["method"] for r in results["rows"]] == [FLRDF_KEY, PLAIN_KEY, "gradcam", CENTRE_KEY]
+    assert len(results["worst"]) == 3 and results["command"].startswith("python -m flrdf loc-eval")
+    with open(out / "table.csv") as f:
+        table = list(csv.DictReader(f))
+    assert table[0]["method"] == "flrdf" and float(table[0]["loc_acc"]) == pytest.approx(results["rows"][0]["loc_acc"], abs=1e-4)
+    progress = json.loads((out / "progress.json").read_text())
+    assert progress["state"] == "finished" and progress["done"] == progress["total"] == 7
+
+
+def test_cli_failure_is_recorded_in_progress(loc_setup, tmp_path, capsys):
+    base, _, _ = loc_setup
+    out = tmp_path / "bad"
+    rc = loc_eval_main(["--checkpoint", str(base / "tiny.safetensors"), "--set", f"data.root={tmp_path}/nowhere",
+                        "--device", "cpu", "--out", str(out)])
+    assert rc == 1
+    progress = json.loads((out / "progress.json").read_text())
+    assert progress["state"] == "failed" and "nowhere" in progress["error"]
+    assert read_results(out) is None
+    capsys.readouterr()
+
+
+def test_default_out_is_inside_the_run(tmp_path):
+    from flrdf.engine.loc_report import default_out
+
+    run = tmp_path / "r1"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "config.yaml").write_text("name: x\n")
+    assert default_out(run, "test", "runs").parent == run / "eval"
+    assert default_out(run / "checkpoints" / "last.pt", "val", "runs").name.startswith("val-")
+    assert default_out(tmp_path / "m.safetensors", "test", str(tmp_path / "runs")).parent == tmp_path / "runs" / "eval"
