@@ -121,11 +121,12 @@ def main() -> int:
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--image-size", type=int, default=96)
     p.add_argument("--only", help="comma-separated run names")
+    p.add_argument("--threads", type=int, default=0, help="torch threads per run (default: cores / jobs)")
     args = p.parse_args()
     runs = experiments(args.epochs, args.image_size)
     if args.only:
         runs = {k: v for k, v in runs.items() if k in args.only.split(",")}
-    threads = max(1, (os.cpu_count() or 1) // args.jobs)
+    threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
     with ThreadPoolExecutor(args.jobs) as pool:
         statuses = dict(zip(runs, pool.map(lambda kv: run_one(kv[0], kv[1], threads), runs.items())))
     if not args.only:

@@ -12,18 +12,23 @@ pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's ch
                                                                "(apt-get install chromium)")
 
 
-@pytest.fixture(scope="module")
-def page(dashboard_url):
+def open_page(url: str, width: int, height: int):
+    """Yield a Playwright page on ``url`` in headless Chromium (closed afterwards)."""
     sync_api = pytest.importorskip("playwright.sync_api", reason="needs the playwright Python package")
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, headless=True)
         try:
-            pg = browser.new_page(viewport={"width": 1400, "height": 1000})
+            pg = browser.new_page(viewport={"width": width, "height": height})
             pg.set_default_timeout(60_000)
-            pg.goto(dashboard_url)
+            pg.goto(url)
             yield pg
         finally:
             browser.close()
+
+
+@pytest.fixture(scope="module")
+def page(dashboard_url):
+    yield from open_page(dashboard_url, 1400, 1000)
 
 
 def test_upload_inspect_and_see_results(page, examples_dir):

@@ -9,7 +9,7 @@ import re
 import time
 
 import pytest
-from test_browser import ARGS, CHROMIUM
+from test_browser import CHROMIUM, open_page
 
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium")
 
@@ -19,16 +19,7 @@ FORM = {"data-root": None, "optim-epochs": 200, "data-image-size": 64, "data-res
 
 @pytest.fixture(scope="module")
 def page(studio):
-    sync_api = pytest.importorskip("playwright.sync_api", reason="needs the playwright Python package")
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, headless=True)
-        try:
-            pg = browser.new_page(viewport={"width": 1500, "height": 1100})
-            pg.set_default_timeout(60_000)
-            pg.goto(studio[0])
-            yield pg
-        finally:
-            browser.close()
+    yield from open_page(studio[0], 1500, 1100)
 
 
 def _fill(page, elem: str, value) -> None:

@@ -39,6 +39,7 @@ def atomic_write_bytes(path: Path, write) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.fchmod(fd, 0o644)  # mkstemp's 0600 would hide run files from other readers
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
