@@ -10,7 +10,8 @@ on the demo model; Fig. 5 from scripts/plot_losses.py.
 
     python scripts/run_experiments.py [--jobs 2] [--epochs 2] [--image-size 96]
 
-Finished runs are not retrained (delete runs/exp-* to redo).
+Finished runs are not retrained (delete runs/exp-* to redo). ``--seed K --ablation-only``
+adds another seed of the ablation; the summary averages every seed found and gives the spread.
 """
 
 from __future__ import annotations
@@ -32,16 +33,20 @@ ABLATION = {"raw": "raw only (ResNet baseline)", "raw+fl": "+ FL (object branch)
 GRIDS = (1, 2, 4, 8)
 
 
-def experiments(epochs: int, size: int) -> dict[str, list[str]]:
+def run_name(kind: str, variant: str, seed: int) -> str:
+    return f"exp-{kind}-{variant}" + (f"-seed{seed}" if seed else "")
+
+
+def experiments(epochs: int, size: int, seed: int = 0, grid: bool = True) -> dict[str, list[str]]:
     common = [f"optim.epochs={epochs}", f"data.image_size={size}", f"data.resize={round(size * 8 / 7)}",
-              "runtime.eval_every=0", "runtime.seed=0"]
+              "runtime.eval_every=0", f"runtime.seed={seed}"]
     runs = {}
     for branches in ABLATION:
         extra = ["model.suppression=none"] if branches == "raw" else []
-        runs[f"exp-ablation-{branches}"] = common + [f"model.branches={branches}"] + extra
-    for n in GRIDS:
+        runs[run_name("ablation", branches, seed)] = common + [f"model.branches={branches}"] + extra
+    for n in GRIDS if grid else ():
         if n != 4:
-            runs[f"exp-grid-n{n}"] = common + ["model.branches=full", f"model.jigsaw_n={n}"]
+            runs[run_name("grid", f"n{n}", seed)] = common + ["model.branches=full", f"model.jigsaw_n={n}"]
     return runs
 
 
@@ -65,7 +70,7 @@ def run_one(name: str, overrides: list[str], threads: int) -> dict:
     return result
 
 
-def summarise(statuses: dict[str, dict], epochs: int, size: int) -> str:
+def summarise(epochs: int, size: int) -> str:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -73,13 +78,33 @@ def summarise(statuses: dict[str, dict], epochs: int, size: int) -> str:
 
     RESULTS.mkdir(parents=True, exist_ok=True)
     keys = ("top1", "top1_raw", "top1_object", "top1_jigsaw", "loc_acc", "mean_iou")
-    budget = {"epochs": epochs, "image_size": size, "seed": 0, "runs_per_variant": 1,
+    budget = {"epochs": epochs, "image_size": size,
               "backbone": "resnet18 from the demo stand-in weights", "dataset": "synthetic demo set, 10 classes, "
               "1,500 train / 400 test images"}
 
+    def finals(base: str) -> list[dict]:
+        """Final test metrics of every finished seed of one variant (seed 0 plus any -seedK runs)."""
+        found = []
+        for d in sorted((ROOT / "runs").glob(f"{base}*")):
+            if d.name != base and not d.name.startswith(f"{base}-seed"):
+                continue
+            st = json.loads((d / "status.json").read_text()) if (d / "status.json").is_file() else {}
+            if st.get("state") == "finished" and st.get("final"):
+                found.append(st["final"])
+        return found
+
     def rows(names):
-        return {label: {k: (statuses[n].get("final") or {}).get(k) for k in keys} | {"state": statuses[n].get("state")}
-                for label, n in names.items()}
+        out = {}
+        for label, base in names.items():
+            runs = finals(base)
+            row = {"runs": len(runs)}
+            for k in keys:
+                vals = [r[k] for r in runs if r.get(k) is not None]
+                row[k] = sum(vals) / len(vals) if vals else None
+                row[f"{k}_per_seed"] = vals
+                row[f"{k}_spread"] = (max(vals) - min(vals)) if len(vals) > 1 else None
+            out[label] = row
+        return out
 
     ablation = rows({ABLATION[b]: f"exp-ablation-{b}" for b in ABLATION})
     grid = rows({f"n={n}": ("exp-ablation-full" if n == 4 else f"exp-grid-n{n}") for n in GRIDS})
@@ -105,10 +130,16 @@ def summarise(statuses: dict[str, dict], epochs: int, size: int) -> str:
     def fmt(v):
         return "-" if v is None else f"{100 * v:.1f}"
 
-    lines = [f"Budget: {epochs} epochs at {size} px, seed 0, one run per variant (no spread measured).", "",
-             "| variant | top-1 combined | raw | object | jigsaw | loc_acc | mean IoU |", "|---|---|---|---|---|---|---|"]
+    def top1(r):
+        spread = f" (spread {100 * r['top1_spread']:.1f})" if r.get("top1_spread") is not None else ""
+        return fmt(r["top1"]) + spread
+
+    lines = [f"Budget: {epochs} epochs at {size} px per run; values are means over the seeds run "
+             "(runs column), with the max-min spread of combined top-1 where there is more than one.", "",
+             "| variant | runs | top-1 combined | raw | object | jigsaw | loc_acc | mean IoU |",
+             "|---|---|---|---|---|---|---|---|"]
     for label, r in list(ablation.items()) + [(k, v) for k, v in grid.items() if k != "n=4"]:
-        lines.append(f"| {label} | {fmt(r['top1'])} | {fmt(r['top1_raw'])} | {fmt(r['top1_object'])} | "
+        lines.append(f"| {label} | {r['runs']} | {top1(r)} | {fmt(r['top1_raw'])} | {fmt(r['top1_object'])} | "
                      f"{fmt(r['top1_jigsaw'])} | {fmt(r['loc_acc'])} | {fmt(r['mean_iou'])} |")
     text = "\n".join(lines) + "\n"
     (RESULTS / "experiments.md").write_text(text)
@@ -122,15 +153,19 @@ def main() -> int:
     p.add_argument("--image-size", type=int, default=96)
     p.add_argument("--only", help="comma-separated run names")
     p.add_argument("--threads", type=int, default=0, help="torch threads per run (default: cores / jobs)")
+    p.add_argument("--seed", type=int, default=0, help="seed of this batch of runs (runs of other seeds are kept)")
+    p.add_argument("--ablation-only", action="store_true", help="skip the jigsaw-grid runs")
+    p.add_argument("--summarise-only", action="store_true")
     args = p.parse_args()
-    runs = experiments(args.epochs, args.image_size)
+    runs = experiments(args.epochs, args.image_size, args.seed, grid=not args.ablation_only)
     if args.only:
         runs = {k: v for k, v in runs.items() if k in args.only.split(",")}
     threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
-    with ThreadPoolExecutor(args.jobs) as pool:
-        statuses = dict(zip(runs, pool.map(lambda kv: run_one(kv[0], kv[1], threads), runs.items())))
+    if not args.summarise_only:
+        with ThreadPoolExecutor(args.jobs) as pool:
+            list(pool.map(lambda kv: run_one(kv[0], kv[1], threads), runs.items()))
     if not args.only:
-        print(summarise(statuses, args.epochs, args.image_size))
+        print(summarise(args.epochs, args.image_size))
     return 0
 
 

@@ -8,7 +8,9 @@ import torch
 import torch.distributed as dist
 
 from flrdf.boxes import box_iou
+from flrdf.engine.checkpoint import unwrap
 from flrdf.engine.step import Precision
+from flrdf.jigsaw import random_permutations
 
 EVAL_KEYS = ("top1", "top5", "top1_raw", "top1_object", "top1_jigsaw", "n", "loc_acc", "mean_iou")
 
@@ -19,11 +21,14 @@ def evaluate(model, loader, precision: Precision, tau: float | None = None, prog
     keys = ("top1", "top5", "top1_raw", "top1_object", "top1_jigsaw", "n", "n_box", "loc_hits", "iou_sum")
     sums = torch.zeros(len(keys), dtype=torch.float64)
     has = {"object": False, "jigsaw": False}
+    n = unwrap(model).cfg.jigsaw_n
+    gen = torch.Generator().manual_seed(0)  # the same shuffles every evaluation: reproducible top1_jigsaw
     for batch in loader:
         images = precision.prepare(batch["image"])
         labels = batch["label"].to(precision.device)
+        perms = random_permutations(images.shape[0], n * n, device=images.device, generator=gen)
         with precision.autocast():
-            out = model(images, tau=tau, with_jigsaw=True)
+            out = model(images, tau=tau, with_jigsaw=True, perms=perms)
         k = min(5, out.logits.shape[1])
         top = out.logits.float().topk(k, dim=1).indices
         row = {
