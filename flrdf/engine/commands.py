@@ -94,14 +94,19 @@ def _load(args):
     return load_model(args.run or args.checkpoint, device), device
 
 
-def eval_main(argv: list[str]) -> int:
-    p = _Parser(prog="python -m flrdf eval", description="Evaluate a run or checkpoint; prints one JSON object.")
+def add_source_args(p: argparse.ArgumentParser, split_help: str = "dataset split") -> None:
+    """--run | --checkpoint, --split and --set: how the evaluating commands name a model and its data."""
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--run", help="run directory (uses checkpoints/last.pt)")
     src.add_argument("--checkpoint", help="checkpoint .pt or model .safetensors")
-    p.add_argument("--split", help="dataset split (default: the config's test split)")
+    p.add_argument("--split", help=f"{split_help} (default: the config's test split)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override the stored config, e.g. --set data.root=/data/CUB_200_2011")
+
+
+def eval_main(argv: list[str]) -> int:
+    p = _Parser(prog="python -m flrdf eval", description="Evaluate a run or checkpoint; prints one JSON object.")
+    add_source_args(p)
     p.add_argument("--batch-size", type=int)
     p.add_argument("--tau", type=float)
     p.add_argument("--device", default="auto")

@@ -213,15 +213,12 @@ def _even_subset(n: int, limit: int | None) -> list[int]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from flrdf.engine.commands import add_source_args
+
     p = argparse.ArgumentParser(prog="python -m flrdf loc-eval",
                                 description="Localization of FLRDF's boxes vs CAM baselines and a centre box "
                                             "(the paper's Table 3, extended); writes a result folder.")
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--run", help="run directory (uses checkpoints/last.pt)")
-    src.add_argument("--checkpoint", help="checkpoint .pt or model .safetensors")
-    p.add_argument("--split", help="dataset split with boxes (default: the config's test split)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override the stored config, e.g. --set data.root=/data/CUB_200_2011")
+    add_source_args(p, "dataset split with boxes")
     p.add_argument("--methods", default=",".join(DEFAULT_METHODS),
                    help=f"comma-separated CAM methods ('' for none); known: {','.join(METHODS)}")
     p.add_argument("--tau", type=float, help="threshold (default: the model's tau)")
