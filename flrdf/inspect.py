@@ -23,7 +23,7 @@ from pytorch_grad_cam.utils.image import show_cam_on_image
 
 from flrdf.boxes import box_iou, box_to_image
 from flrdf.cams import METHODS, cam_boxes, check_methods, compute_cams, model_lock
-from flrdf.data import IMAGENET_MEAN, IMAGENET_STD, build_transform, load_image
+from flrdf.data import build_transform, load_image, to_uint8
 from flrdf.data.errors import ImageLoadError
 from flrdf.data.images import to_rgb
 from flrdf.engine.checkpoint import LoadedModel
@@ -86,14 +86,6 @@ class InspectResult:
 def valid_grids(size: int) -> list[int]:
     """Jigsaw grids n that tile a size x size input (n <= 16)."""
     return [n for n in range(1, min(size, 16) + 1) if size % n == 0]
-
-
-def to_uint8(images: torch.Tensor) -> np.ndarray:
-    """Normalised (B, 3, H, W) tensors -> uint8 (B, H, W, 3)."""
-    mean = images.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = images.new_tensor(IMAGENET_STD).view(1, 3, 1, 1)
-    x = (images.detach().float() * std + mean).clamp(0, 1)
-    return (x.permute(0, 2, 3, 1).cpu().numpy() * 255).round().astype(np.uint8)
 
 
 def overlay(image: np.ndarray, heat: np.ndarray) -> np.ndarray:

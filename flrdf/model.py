@@ -85,9 +85,14 @@ class FLRDF(nn.Module):
     def pool(x: torch.Tensor) -> torch.Tensor:
         return x.float().mean(dim=(2, 3))
 
+    @staticmethod
+    def channel_map(features: torch.Tensor) -> torch.Tensor:
+        """Channel mean of a feature map, min-max normalised per image: (B, h, w) in [0, 1]."""
+        return normalize_maps(features.detach().float().mean(dim=1))
+
     def localize(self, suppressed: torch.Tensor, image_hw: tuple[int, int], tau: float | None = None):
         """Localization map (B, h, w) in [0, 1] and boxes (B, 4) in input pixels."""
-        loc_map = normalize_maps(suppressed.detach().float().mean(dim=1))
+        loc_map = self.channel_map(suppressed)
         tau = self.cfg.tau if tau is None else tau
         boxes = boxes_from_maps(loc_map, tau, image_hw, upsample=self.cfg.map_upsample, normalize=False)
         return loc_map, boxes
@@ -115,17 +120,17 @@ class FLRDF(nn.Module):
         h, w = images.shape[-2:]
         x, xs = self.raw_features(images)
         logits = {"raw": self.heads["raw"](self.pool(xs))}
-        plain_map = normalize_maps(x.detach().float().mean(dim=1))
+        plain_map = self.channel_map(x)
         active = ("raw",) if raw_only else self.branches
         use_object = "object" in active
         use_jigsaw = "jigsaw" in active and (self.training if with_jigsaw is None else with_jigsaw)
         need_boxes = use_object or (not self.training if with_boxes is None else with_boxes)
 
-        loc_map = boxes = object_images = jigsaw_images = None
+        boxes = object_images = jigsaw_images = None
         if need_boxes:
             loc_map, boxes = self.localize(xs, (h, w), tau)
         else:
-            loc_map = normalize_maps(xs.detach().float().mean(dim=1))
+            loc_map = self.channel_map(xs)
 
         # Separate passes (not one concatenated batch): on CPU a doubled batch costs more than twice the time.
         if use_object:

@@ -24,6 +24,7 @@ _EXPORTS = {
     "IMAGENET_STD": "flrdf.data.transforms",
     "BoxTransform": "flrdf.data.transforms",
     "build_transform": "flrdf.data.transforms",
+    "to_uint8": "flrdf.data.transforms",
     "FGVCDataset": "flrdf.data.dataset",
     "find_unreadable": "flrdf.data.dataset",
 }

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
+
 import torch
 from PIL import Image
 from torchvision.transforms import functional as TF
@@ -81,3 +83,11 @@ class BoxTransform:
 def build_transform(train: bool, resize: int, crop: int, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> BoxTransform:
     """The FLRDF training (``train=True``) or test transform; see ``BoxTransform``."""
     return BoxTransform(train, resize, crop, mean, std)
+
+
+def to_uint8(images: torch.Tensor, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> np.ndarray:
+    """Undo the transform's normalisation: (B, 3, H, W) tensors -> uint8 (B, H, W, 3) RGB arrays."""
+    m = images.new_tensor(mean).view(1, 3, 1, 1)
+    s = images.new_tensor(std).view(1, 3, 1, 1)
+    x = (images.detach().float() * s + m).clamp(0, 1)
+    return (x.permute(0, 2, 3, 1).cpu().numpy() * 255).round().astype(np.uint8)

@@ -53,9 +53,10 @@ def atomic_write_bytes(path: Path, write) -> None:
 
 def rng_state() -> dict[str, Any]:
     np_state = np.random.get_state()
+    py_version, py_state, py_gauss = random.getstate()
     state = {
-        "python": list(random.getstate()[1]) + [random.getstate()[2] if random.getstate()[2] is not None else -1],
-        "python_version": random.getstate()[0],
+        "python": list(py_state) + [py_gauss if py_gauss is not None else -1],
+        "python_version": py_version,
         "numpy": torch.from_numpy(np_state[1].astype(np.int64)),
         "numpy_pos": int(np_state[2]),
         "torch": torch.get_rng_state(),

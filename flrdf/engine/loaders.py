@@ -98,10 +98,12 @@ def build_loaders(cfg: DataConfig, batch_size: int, seed: int, rank: int = 0, wo
     sampler = EpochSampler(len(train.records), seed, rank, world, shuffle=True)
     drop_last = len(train.records) // world >= batch_size
     train_loader = _loader(train, cfg, True, batch_size, sampler, workers, pin_memory, drop_last)
-    eval_loader = lambda d: _loader(d, cfg, False, batch_size, EpochSampler(len(d.records), seed, rank, world, False),
-                                    workers, pin_memory, False)
-    return Loaders(train_loader, eval_loader(val) if val else None,
-                   eval_loader(test) if test and test.records else None, train_all.class_names, sampler)
+    def sharded_eval(d: DatasetRecords) -> DataLoader:
+        return _loader(d, cfg, False, batch_size, EpochSampler(len(d.records), seed, rank, world, False),
+                       workers, pin_memory, False)
+
+    return Loaders(train_loader, sharded_eval(val) if val else None,
+                   sharded_eval(test) if test and test.records else None, train_all.class_names, sampler)
 
 
 def eval_loader(cfg: DataConfig, split: str, batch_size: int, workers: int | None = None) -> DataLoader:

@@ -37,6 +37,7 @@ import torch.nn.functional as F
 
 from flrdf.boxes import box_iou, boxes_from_maps, centre_boxes
 from flrdf.cams import DEFAULT_METHODS, METHODS, box_grid, check_methods, compute_cams
+from flrdf.data import to_uint8
 
 FLRDF_KEY, PLAIN_KEY, CENTRE_KEY = "flrdf", "plain", "centre"
 TAUS = tuple(round(i / 20, 2) for i in range(21))   # 0.00, 0.05, ..., 1.00
@@ -93,15 +94,6 @@ def _grid_area(maps: np.ndarray, grid_hw: tuple[int, int]) -> torch.Tensor:
         gh, gw = min(grid_hw[0], h), min(grid_hw[1], w)
         maps = np.stack([cv2.resize(m, (gw, gh), interpolation=cv2.INTER_AREA) for m in maps])
     return torch.from_numpy(np.ascontiguousarray(maps, dtype=np.float32))
-
-
-def _to_uint8(images: torch.Tensor) -> np.ndarray:
-    from flrdf.data import IMAGENET_MEAN, IMAGENET_STD
-
-    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
-    x = (images.detach().float().cpu() * std + mean).clamp(0, 1)
-    return (x.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
 
 
 def _rate(hits: float, n: int) -> float | None:
@@ -212,7 +204,7 @@ def evaluate_localization(model, loader, *, methods=DEFAULT_METHODS, tau: float 
                 score = float(ious_at_tau[FLRDF_KEY][j])
                 if worst_k > 0 and (len(worst_heap) < worst_k or -score > worst_heap[0][0]):
                     if uint8 is None:
-                        uint8 = _to_uint8(sel_images)
+                        uint8 = to_uint8(sel_images)
                     item = WorstImage(score, i_ds, path, row["label"], row["pred"], uint8[j],
                                       gt[j].tolist(), boxes_at_tau[FLRDF_KEY][j].tolist())
                     entry = (-score, -i_ds, item)  # ties: the lower dataset index is kept
