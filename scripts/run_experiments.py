@@ -8,10 +8,11 @@ then writes docs/results/: ablation.json, jigsaw_grid.json (+ PNG bar charts) an
 a markdown summary. Table 3 (localization) comes from `python -m flrdf loc-eval`
 on the demo model; Fig. 5 from scripts/plot_losses.py.
 
-    python scripts/run_experiments.py [--jobs 2] [--epochs 2] [--image-size 96]
+    python scripts/run_experiments.py [--jobs 2 --threads 1] [--epochs 6] [--image-size 96] [--seeds 0,1,2]
 
-Finished runs are not retrained (delete runs/exp-* to redo). ``--seed K --ablation-only``
-adds another seed of the ablation; the summary averages every seed found and gives the spread.
+Runs are named runs/exp-e<epochs>-<size>px-<ablation|grid>-<variant>[-seedK]; finished runs are
+not retrained (delete them to redo), interrupted ones resume. The summary covers every budget and
+seed found under runs/: means, spreads and per-seed differences to the raw-only baseline.
 """
 
 from __future__ import annotations
@@ -33,21 +34,42 @@ ABLATION = {"raw": "raw only (ResNet baseline)", "raw+fl": "+ FL (object branch)
 GRIDS = (1, 2, 4, 8)
 
 
-def run_name(kind: str, variant: str, seed: int) -> str:
-    return f"exp-{kind}-{variant}" + (f"-seed{seed}" if seed else "")
+def budget_tag(epochs: int, size: int) -> str:
+    return f"e{epochs}-{size}px"
 
 
-def experiments(epochs: int, size: int, seed: int = 0, grid: bool = True) -> dict[str, list[str]]:
-    common = [f"optim.epochs={epochs}", f"data.image_size={size}", f"data.resize={round(size * 8 / 7)}",
-              "runtime.eval_every=0", f"runtime.seed={seed}"]
+def run_name(kind: str, variant: str, seed: int, epochs: int, size: int) -> str:
+    return f"exp-{budget_tag(epochs, size)}-{kind}-{variant}" + (f"-seed{seed}" if seed else "")
+
+
+def experiments(epochs: int, size: int, seeds=(0,), grid: bool = True) -> dict[str, list[str]]:
+    """Run name -> overrides; seeds of the ablation first, then the grid (seed of the first)."""
     runs = {}
-    for branches in ABLATION:
-        extra = ["model.suppression=none"] if branches == "raw" else []
-        runs[run_name("ablation", branches, seed)] = common + [f"model.branches={branches}"] + extra
-    for n in GRIDS if grid else ():
-        if n != 4:
-            runs[run_name("grid", f"n{n}", seed)] = common + ["model.branches=full", f"model.jigsaw_n={n}"]
+    for seed in seeds:
+        runs.update(_ablation(epochs, size, seed))
+    if grid:
+        runs.update(_grid(epochs, size, seeds[0]))
     return runs
+
+
+def _common(epochs: int, size: int, seed: int) -> list[str]:
+    return [f"optim.epochs={epochs}", f"data.image_size={size}", f"data.resize={round(size * 8 / 7)}",
+            "runtime.eval_every=0", f"runtime.seed={seed}"]
+
+
+def _ablation(epochs: int, size: int, seed: int) -> dict[str, list[str]]:
+    common = _common(epochs, size, seed)
+    runs = {}
+    for branches in ("full", "raw", "raw+fl", "raw+rdf"):  # longest first, so two workers finish together
+        extra = ["model.suppression=none"] if branches == "raw" else []
+        runs[run_name("ablation", branches, seed, epochs, size)] = common + [f"model.branches={branches}"] + extra
+    return runs
+
+
+def _grid(epochs: int, size: int, seed: int) -> dict[str, list[str]]:
+    common = _common(epochs, size, seed)
+    return {run_name("grid", f"n{n}", seed, epochs, size): common + ["model.branches=full", f"model.jigsaw_n={n}"]
+            for n in GRIDS if n != 4}
 
 
 def run_one(name: str, overrides: list[str], threads: int) -> dict:
@@ -70,59 +92,108 @@ def run_one(name: str, overrides: list[str], threads: int) -> dict:
     return result
 
 
-def summarise(epochs: int, size: int) -> str:
+KEYS = ("top1", "top1_raw", "top1_object", "top1_jigsaw", "loc_acc", "mean_iou")
+
+
+def _finals(base: str) -> dict[int, dict]:
+    """seed -> final test metrics of every finished run of one variant (``base`` plus ``base-seedK``)."""
+    found = {}
+    for d in sorted((ROOT / "runs").glob(f"{base}*")):
+        if d.name == base:
+            seed = 0
+        elif d.name.startswith(f"{base}-seed") and d.name[len(base) + 5:].isdigit():
+            seed = int(d.name[len(base) + 5:])
+        else:
+            continue
+        st = json.loads((d / "status.json").read_text()) if (d / "status.json").is_file() else {}
+        if st.get("state") == "finished" and st.get("final"):
+            found[seed] = st["final"]
+    return found
+
+
+def _rows(names: dict[str, str], baseline: str | None) -> dict[str, dict]:
+    """Mean, per-seed values and max-min spread of each metric, and the per-seed difference in
+    combined top-1 to ``baseline`` (paired by seed: same data order and initial heads)."""
+    base_runs = _finals(baseline) if baseline else {}
+    out = {}
+    for label, base in names.items():
+        runs = _finals(base)
+        row = {"runs": len(runs), "seeds": sorted(runs)}
+        for k in KEYS:
+            vals = [runs[s][k] for s in sorted(runs) if runs[s].get(k) is not None]
+            row[k] = sum(vals) / len(vals) if vals else None
+            row[f"{k}_per_seed"] = vals
+            row[f"{k}_spread"] = (max(vals) - min(vals)) if len(vals) > 1 else None
+        paired = [runs[s]["top1"] - base_runs[s]["top1"] for s in sorted(runs) if s in base_runs]
+        row["top1_vs_baseline_per_seed"] = paired
+        row["top1_vs_baseline"] = sum(paired) / len(paired) if paired else None
+        out[label] = row
+    return out
+
+
+def _budgets() -> list[tuple[int, int]]:
+    """Every (epochs, image size) with at least one experiment run under runs/, smallest first."""
+    found = set()
+    for d in (ROOT / "runs").glob("exp-e*-*px-*"):
+        head = d.name.split("-")
+        try:
+            found.add((int(head[1][1:]), int(head[2][:-2])))
+        except (IndexError, ValueError):
+            continue
+    return sorted(found)
+
+
+def summarise() -> str:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     RESULTS.mkdir(parents=True, exist_ok=True)
-    keys = ("top1", "top1_raw", "top1_object", "top1_jigsaw", "loc_acc", "mean_iou")
-    budget = {"epochs": epochs, "image_size": size,
-              "backbone": "resnet18 from the demo stand-in weights", "dataset": "synthetic demo set, 10 classes, "
-              "1,500 train / 400 test images"}
+    setup = {"backbone": "resnet18 from the demo stand-in weights (data/demo-backbone.pth)",
+             "dataset": "synthetic demo set, 10 classes, 1,500 train / 400 test images", "config": "demo"}
+    ablation, grid = [], []
+    for epochs, size in _budgets():
+        tag = budget_tag(epochs, size)
+        budget = {"epochs": epochs, "image_size": size, **setup}
+        base = f"exp-{tag}-ablation-raw"
+        a = _rows({ABLATION[b]: f"exp-{tag}-ablation-{b}" for b in ABLATION}, base)
+        if not any(r["runs"] for r in a.values()):
+            continue
+        ablation.append({"budget": budget, "rows": a})
+        g = _rows({f"n={n}": (f"exp-{tag}-ablation-full" if n == 4 else f"exp-{tag}-grid-n{n}") for n in GRIDS}, None)
+        if any(r["runs"] for k, r in g.items() if k != "n=4"):
+            grid.append({"budget": budget, "rows": g})
+    (RESULTS / "ablation.json").write_text(json.dumps({"budgets": ablation}, indent=1) + "\n")
+    (RESULTS / "jigsaw_grid.json").write_text(json.dumps({"budgets": grid}, indent=1) + "\n")
 
-    def finals(base: str) -> list[dict]:
-        """Final test metrics of every finished seed of one variant (seed 0 plus any -seedK runs)."""
-        found = []
-        for d in sorted((ROOT / "runs").glob(f"{base}*")):
-            if d.name != base and not d.name.startswith(f"{base}-seed"):
-                continue
-            st = json.loads((d / "status.json").read_text()) if (d / "status.json").is_file() else {}
-            if st.get("state") == "finished" and st.get("final"):
-                found.append(st["final"])
-        return found
-
-    def rows(names):
-        out = {}
-        for label, base in names.items():
-            runs = finals(base)
-            row = {"runs": len(runs)}
-            for k in keys:
-                vals = [r[k] for r in runs if r.get(k) is not None]
-                row[k] = sum(vals) / len(vals) if vals else None
-                row[f"{k}_per_seed"] = vals
-                row[f"{k}_spread"] = (max(vals) - min(vals)) if len(vals) > 1 else None
-            out[label] = row
-        return out
-
-    ablation = rows({ABLATION[b]: f"exp-ablation-{b}" for b in ABLATION})
-    grid = rows({f"n={n}": ("exp-ablation-full" if n == 4 else f"exp-grid-n{n}") for n in GRIDS})
-    (RESULTS / "ablation.json").write_text(json.dumps({"budget": budget, "rows": ablation}, indent=1) + "\n")
-    (RESULTS / "jigsaw_grid.json").write_text(json.dumps({"budget": budget, "rows": grid}, indent=1) + "\n")
-
-    for fname, title, table in (("ablation.png", "Ablation (Table 2 analog): combined top-1", ablation),
-                                ("jigsaw_grid.png", "Jigsaw grid n (Table 4 analog): combined top-1", grid)):
-        fig, ax = plt.subplots(figsize=(7, 3.2))
-        labels = list(table)
-        values = [100 * (table[k]["top1"] or 0) for k in labels]
-        ax.bar(range(len(labels)), values, color="#4c72b0")
-        for i, v in enumerate(values):
-            ax.text(i, v + 0.5, f"{v:.1f}", ha="center", fontsize=9)
+    for fname, title, tables in (("ablation.png", "Ablation (Table 2 analog): combined top-1", ablation),
+                                 ("jigsaw_grid.png", "Jigsaw grid n (Table 4 analog): combined top-1", grid)):
+        if not tables:
+            continue
+        labels = list(tables[0]["rows"])
+        width = 0.8 / len(tables)
+        fig, ax = plt.subplots(figsize=(8, 3.6))
+        for j, t in enumerate(tables):
+            xs = [i + (j - (len(tables) - 1) / 2) * width for i in range(len(labels))]
+            rows = [t["rows"][k] for k in labels]
+            means = [100 * (r["top1"] or 0) for r in rows]
+            lo = [m - 100 * min(r["top1_per_seed"]) if r["top1_per_seed"] else 0 for m, r in zip(means, rows)]
+            hi = [100 * max(r["top1_per_seed"]) - m if r["top1_per_seed"] else 0 for m, r in zip(means, rows)]
+            b = t["budget"]
+            n_seeds = max(r["runs"] for r in rows)
+            ax.bar(xs, means, width * 0.95, yerr=[lo, hi], capsize=3,
+                   label=f"{b['epochs']} epochs, {b['image_size']} px ({n_seeds} seed{'s' if n_seeds > 1 else ''})")
+            for x, r in zip(xs, rows):
+                for v in r["top1_per_seed"]:
+                    ax.plot(x, 100 * v, "k.", ms=3)
+                if r["top1"] is not None:
+                    ax.text(x, 100 * max(r["top1_per_seed"]) + 1, f"{100 * r['top1']:.1f}", ha="center", fontsize=7)
         ax.set_xticks(range(len(labels)), labels, fontsize=8)
         ax.set_ylabel("top-1 (%)")
-        ax.set_ylim(0, 105)
-        ax.set_title(title, fontsize=10)
+        ax.set_ylim(0, 100)
+        ax.legend(fontsize=8, loc="lower right")
+        ax.set_title(f"{title}\nbar: mean over seeds, whiskers: range, dots: single seeds", fontsize=9)
         fig.tight_layout()
         fig.savefig(RESULTS / fname, dpi=110)
         plt.close(fig)
@@ -134,14 +205,31 @@ def summarise(epochs: int, size: int) -> str:
         spread = f" (spread {100 * r['top1_spread']:.1f})" if r.get("top1_spread") is not None else ""
         return fmt(r["top1"]) + spread
 
-    lines = [f"Budget: {epochs} epochs at {size} px per run; values are means over the seeds run "
-             "(runs column), with the max-min spread of combined top-1 where there is more than one.", "",
-             "| variant | runs | top-1 combined | raw | object | jigsaw | loc_acc | mean IoU |",
-             "|---|---|---|---|---|---|---|---|"]
-    for label, r in list(ablation.items()) + [(k, v) for k, v in grid.items() if k != "n=4"]:
-        lines.append(f"| {label} | {r['runs']} | {top1(r)} | {fmt(r['top1_raw'])} | {fmt(r['top1_object'])} | "
-                     f"{fmt(r['top1_jigsaw'])} | {fmt(r['loc_acc'])} | {fmt(r['mean_iou'])} |")
-    text = "\n".join(lines) + "\n"
+    def delta(r):
+        d = r.get("top1_vs_baseline_per_seed") or []
+        if not d or all(abs(x) < 1e-12 for x in d):
+            return "-"
+        return f"{100 * r['top1_vs_baseline']:+.1f} [{', '.join(f'{100 * x:+.1f}' for x in d)}]"
+
+    lines = ["Values are means over the seeds run (runs column), with the max-min spread of combined top-1 "
+             "where there is more than one; 'vs raw' is the combined top-1 minus the raw-only run of the same "
+             "seed, mean [per seed]. 400 test images: one image is 0.25 points, the binomial standard error "
+             "of a single accuracy near 60 % is about 2.4 points.", ""]
+    for t in ablation:
+        b = t["budget"]
+        g = next((x for x in grid if x["budget"] == b), None)
+        lines += [f"### {b['epochs']} epochs at {b['image_size']} px", "",
+                  "| variant | runs | top-1 combined | vs raw | raw | object | jigsaw | loc_acc | mean IoU |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        items = list(t["rows"].items()) + ([(k, v) for k, v in g["rows"].items() if k != "n=4"] if g else [])
+        for label, r in items:
+            if not r["runs"]:
+                continue
+            lines.append(f"| {label} | {r['runs']} | {top1(r)} | {delta(r)} | {fmt(r['top1_raw'])} | "
+                         f"{fmt(r['top1_object'])} | {fmt(r['top1_jigsaw'])} | {fmt(r['loc_acc'])} | "
+                         f"{fmt(r['mean_iou'])} |")
+        lines.append("")
+    text = "\n".join(lines)
     (RESULTS / "experiments.md").write_text(text)
     return text
 
@@ -153,11 +241,12 @@ def main() -> int:
     p.add_argument("--image-size", type=int, default=96)
     p.add_argument("--only", help="comma-separated run names")
     p.add_argument("--threads", type=int, default=0, help="torch threads per run (default: cores / jobs)")
-    p.add_argument("--seed", type=int, default=0, help="seed of this batch of runs (runs of other seeds are kept)")
+    p.add_argument("--seeds", default="0", help="comma-separated seeds of the ablation (the grid uses the first)")
     p.add_argument("--ablation-only", action="store_true", help="skip the jigsaw-grid runs")
     p.add_argument("--summarise-only", action="store_true")
     args = p.parse_args()
-    runs = experiments(args.epochs, args.image_size, args.seed, grid=not args.ablation_only)
+    seeds = tuple(int(x) for x in args.seeds.split(","))
+    runs = experiments(args.epochs, args.image_size, seeds, grid=not args.ablation_only)
     if args.only:
         runs = {k: v for k, v in runs.items() if k in args.only.split(",")}
     threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
@@ -165,7 +254,7 @@ def main() -> int:
         with ThreadPoolExecutor(args.jobs) as pool:
             list(pool.map(lambda kv: run_one(kv[0], kv[1], threads), runs.items()))
     if not args.only:
-        print(summarise(args.epochs, args.image_size))
+        print(summarise())
     return 0
 
 

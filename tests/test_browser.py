@@ -44,7 +44,7 @@ def test_upload_inspect_and_see_results(page, examples_dir):
     table.get_by_text("combined").first.wait_for()
     assert table.get_by_text("%").count() > 0  # probabilities in the cells
     assert page.locator("#inspect-gallery img").count() >= 2
-    assert "IoU with ground truth" in page.locator("#inspect-status").inner_text()
+    page.locator("#inspect-status", has_text="IoU with ground truth").wait_for()
     page.screenshot(path=str(examples_dir.parent / "inspect_page.png"), full_page=True)
 
 
