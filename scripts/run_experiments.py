@@ -1,14 +1,14 @@
 """The paper's experiments on the synthetic benchmark (issue 7), on a CPU.
 
-Runs, at one fixed budget and seed, from the demo's stand-in pretrained backbone
-(data/demo-backbone.pth, built by scripts/make_demo_model.sh):
-  Table 2 analog  model.branches = raw | raw+fl | raw+rdf | full
-  Table 4 analog  model.jigsaw_n = 1 | 2 | 4 | 8   (full model; n = 4 is the Table 2 'full' run)
-then writes docs/results/: ablation.json, jigsaw_grid.json (+ PNG bar charts) and
-a markdown summary. Table 3 (localization) comes from `python -m flrdf loc-eval`
-on the demo model; Fig. 5 from scripts/plot_losses.py.
+Every run is the `demo` config from the demo's stand-in pretrained backbone
+(data/demo-backbone.pth, built by scripts/make_demo_model.sh) at one budget (epochs, size):
+  Table 2 analog  model.branches = raw | raw+fl | raw+rdf | full, for each of --seeds
+  Table 4 analog  model.jigsaw_n = 1 | 2 | 4 | 8, full model, first seed (n = 4 is the Table 2 'full' run)
+then writes docs/results/: ablation.json, jigsaw_grid.json, their PNG charts (combined top-1 and
+loc_acc) and experiments.md. Table 3 (localization) comes from `python -m flrdf loc-eval`;
+Fig. 5 from scripts/plot_losses.py.
 
-    python scripts/run_experiments.py [--jobs 2 --threads 1] [--epochs 6] [--image-size 96] [--seeds 0,1,2]
+    python scripts/run_experiments.py --jobs 2 --threads 1 --epochs 6 --image-size 96 --seeds 0,1,2
 
 Runs are named runs/exp-e<epochs>-<size>px-<ablation|grid>-<variant>[-seedK]; finished runs are
 not retrained (delete them to redo), interrupted ones resume. The summary covers every budget and
@@ -111,13 +111,13 @@ def _finals(base: str) -> dict[int, dict]:
     return found
 
 
-def _rows(names: dict[str, str], baseline: str | None) -> dict[str, dict]:
+def _rows(names: dict[str, str], baseline: str | None, seeds: set[int] | None = None) -> dict[str, dict]:
     """Mean, per-seed values and max-min spread of each metric, and the per-seed difference in
     combined top-1 to ``baseline`` (paired by seed: same data order and initial heads)."""
     base_runs = _finals(baseline) if baseline else {}
     out = {}
     for label, base in names.items():
-        runs = _finals(base)
+        runs = {k: v for k, v in _finals(base).items() if seeds is None or k in seeds}
         row = {"runs": len(runs), "seeds": sorted(runs)}
         for k in KEYS:
             vals = [runs[s][k] for s in sorted(runs) if runs[s].get(k) is not None]
@@ -143,6 +143,38 @@ def _budgets() -> list[tuple[int, int]]:
     return sorted(found)
 
 
+def _bar_chart(plt, tables: list[dict], title: str, path: Path) -> None:
+    """Combined top-1 and loc_acc per variant, one bar group per budget: mean, seed range, seeds as dots."""
+    labels = list(tables[0]["rows"])
+    width = 0.8 / len(tables)
+    fig, axes = plt.subplots(1, 2, figsize=(13, 3.8))
+    for ax, key, name in zip(axes, ("top1", "loc_acc"), ("combined top-1", "loc_acc (IoU >= 0.5)")):
+        for j, t in enumerate(tables):
+            xs = [i + (j - (len(tables) - 1) / 2) * width for i in range(len(labels))]
+            rows = [t["rows"][k] for k in labels]
+            seeds = [[100 * v for v in r[f"{key}_per_seed"]] for r in rows]
+            means = [sum(v) / len(v) if v else 0 for v in seeds]
+            lo = [m - min(v) if v else 0 for m, v in zip(means, seeds)]
+            hi = [max(v) - m if v else 0 for m, v in zip(means, seeds)]
+            b = t["budget"]
+            n_seeds = max(r["runs"] for r in rows)
+            ax.bar(xs, means, width * 0.95, yerr=[lo, hi], capsize=3,
+                   label=f"{b['epochs']} epochs, {b['image_size']} px ({n_seeds} seed{'s' if n_seeds > 1 else ''})")
+            for x, v, m in zip(xs, seeds, means):
+                ax.plot([x] * len(v), v, "k.", ms=3)
+                if v:
+                    ax.text(x, max(v) + 1, f"{m:.1f}", ha="center", fontsize=7)
+        ax.set_xticks(range(len(labels)), [lb.replace(" (", "\n(") for lb in labels], fontsize=8)
+        ax.set_ylabel(f"{name} (%)")
+        ax.set_ylim(0, 100)
+        ax.legend(fontsize=8, loc="lower right")
+        ax.set_title(f"{title}: {name}", fontsize=10)
+    fig.suptitle("bar: mean over seeds, whiskers: range, dots: single seeds", fontsize=8, y=0.015, va="bottom")
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def summarise() -> str:
     import matplotlib
 
@@ -161,42 +193,19 @@ def summarise() -> str:
         if not any(r["runs"] for r in a.values()):
             continue
         ablation.append({"budget": budget, "rows": a})
-        g = _rows({f"n={n}": (f"exp-{tag}-ablation-full" if n == 4 else f"exp-{tag}-grid-n{n}") for n in GRIDS}, None)
-        if any(r["runs"] for k, r in g.items() if k != "n=4"):
+        # n = 4 is the ablation's full run; only its seeds that the grid sweep also ran, for a like-for-like chart
+        grid_seeds = {s for n in GRIDS if n != 4 for s in _finals(f"exp-{tag}-grid-n{n}")}
+        g = _rows({f"full, jigsaw n={n}": (f"exp-{tag}-ablation-full" if n == 4 else f"exp-{tag}-grid-n{n}") for n in GRIDS},
+                  base, grid_seeds)
+        if grid_seeds:
             grid.append({"budget": budget, "rows": g})
     (RESULTS / "ablation.json").write_text(json.dumps({"budgets": ablation}, indent=1) + "\n")
     (RESULTS / "jigsaw_grid.json").write_text(json.dumps({"budgets": grid}, indent=1) + "\n")
 
-    for fname, title, tables in (("ablation.png", "Ablation (Table 2 analog): combined top-1", ablation),
-                                 ("jigsaw_grid.png", "Jigsaw grid n (Table 4 analog): combined top-1", grid)):
-        if not tables:
-            continue
-        labels = list(tables[0]["rows"])
-        width = 0.8 / len(tables)
-        fig, ax = plt.subplots(figsize=(8, 3.6))
-        for j, t in enumerate(tables):
-            xs = [i + (j - (len(tables) - 1) / 2) * width for i in range(len(labels))]
-            rows = [t["rows"][k] for k in labels]
-            means = [100 * (r["top1"] or 0) for r in rows]
-            lo = [m - 100 * min(r["top1_per_seed"]) if r["top1_per_seed"] else 0 for m, r in zip(means, rows)]
-            hi = [100 * max(r["top1_per_seed"]) - m if r["top1_per_seed"] else 0 for m, r in zip(means, rows)]
-            b = t["budget"]
-            n_seeds = max(r["runs"] for r in rows)
-            ax.bar(xs, means, width * 0.95, yerr=[lo, hi], capsize=3,
-                   label=f"{b['epochs']} epochs, {b['image_size']} px ({n_seeds} seed{'s' if n_seeds > 1 else ''})")
-            for x, r in zip(xs, rows):
-                for v in r["top1_per_seed"]:
-                    ax.plot(x, 100 * v, "k.", ms=3)
-                if r["top1"] is not None:
-                    ax.text(x, 100 * max(r["top1_per_seed"]) + 1, f"{100 * r['top1']:.1f}", ha="center", fontsize=7)
-        ax.set_xticks(range(len(labels)), labels, fontsize=8)
-        ax.set_ylabel("top-1 (%)")
-        ax.set_ylim(0, 100)
-        ax.legend(fontsize=8, loc="lower right")
-        ax.set_title(f"{title}\nbar: mean over seeds, whiskers: range, dots: single seeds", fontsize=9)
-        fig.tight_layout()
-        fig.savefig(RESULTS / fname, dpi=110)
-        plt.close(fig)
+    for fname, title, tables in (("ablation.png", "Ablation (Table 2 analog)", ablation),
+                                 ("jigsaw_grid.png", "Jigsaw grid n (Table 4 analog)", grid)):
+        if tables:
+            _bar_chart(plt, tables, title, RESULTS / fname)
 
     def fmt(v):
         return "-" if v is None else f"{100 * v:.1f}"
@@ -221,7 +230,7 @@ def summarise() -> str:
         lines += [f"### {b['epochs']} epochs at {b['image_size']} px", "",
                   "| variant | runs | top-1 combined | vs raw | raw | object | jigsaw | loc_acc | mean IoU |",
                   "|---|---|---|---|---|---|---|---|---|"]
-        items = list(t["rows"].items()) + ([(k, v) for k, v in g["rows"].items() if k != "n=4"] if g else [])
+        items = list(t["rows"].items()) + ([(k, v) for k, v in g["rows"].items() if k != "full, jigsaw n=4"] if g else [])
         for label, r in items:
             if not r["runs"]:
                 continue
@@ -237,7 +246,7 @@ def summarise() -> str:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--jobs", type=int, default=1, help="runs at once (each gets cores/jobs threads)")
-    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--epochs", type=int, default=6)
     p.add_argument("--image-size", type=int, default=96)
     p.add_argument("--only", help="comma-separated run names")
     p.add_argument("--threads", type=int, default=0, help="torch threads per run (default: cores / jobs)")
