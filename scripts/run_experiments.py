@@ -113,7 +113,7 @@ def _finals(base: str) -> dict[int, dict]:
 
 def _rows(names: dict[str, str], baseline: str | None, seeds: set[int] | None = None) -> dict[str, dict]:
     """Mean, per-seed values and max-min spread of each metric, and the per-seed difference in
-    combined top-1 to ``baseline`` (paired by seed: same data order and initial heads)."""
+    combined top-1 to ``baseline`` (paired by runtime.seed)."""
     base_runs = _finals(baseline) if baseline else {}
     out = {}
     for label, base in names.items():
