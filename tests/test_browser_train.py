@@ -5,17 +5,13 @@ then evaluate its checkpoint. Screenshots of every tab go next to the test's tem
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 from test_browser import CHROMIUM, open_page
+from test_engine import run_cli, tiny
 
-ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium")
 
 FORM = {"data-root": None, "optim-epochs": 200, "data-image-size": 64, "data-resize": 72, "optim-batch-size": 8,
@@ -90,13 +86,9 @@ def _checkpointed_run(runs_dir, root):
         if done:
             return done[0]
     run = runs_dir / "cli-tiny"
-    sets = {"data.root": root, "model.weights": "null", "data.image_size": 64, "data.resize": 72,
-            "data.num_workers": 0, "optim.batch_size": 8, "optim.epochs": 1, "runtime.device": "cpu",
-            "runtime.eval_every": 0}
-    args = [a for k, v in sets.items() for a in ("--set", f"{k}={v}")]
-    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
-    subprocess.run([sys.executable, "-m", "flrdf", "train", "--config", "demo", "--out", str(run), *args],
-                   cwd=ROOT, env=env, check=True, capture_output=True, timeout=300)
+    proc = run_cli(["train", "--config", "demo", "--out", str(run), *tiny(root, **{"optim.epochs": 1})])
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
     return run
 
 
