@@ -22,7 +22,7 @@ from PIL import Image
 from pytorch_grad_cam.utils.image import show_cam_on_image
 
 from flrdf.boxes import box_iou, box_to_image
-from flrdf.cams import METHODS, cam_boxes, check_methods, compute_cams, model_lock
+from flrdf.cams import METHODS, box_grid, cam_boxes, check_methods, compute_cams, model_lock
 from flrdf.data import build_transform, load_image, to_uint8
 from flrdf.data.errors import ImageLoadError
 from flrdf.data.images import to_rgb
@@ -204,8 +204,7 @@ def inspect_image(loaded: LoadedModel, image, tau: float | None = None, jigsaw_n
         times["cam pass"] = cam_ms.pop("pass")
         times["cam methods"] = sum(cam_ms.values())
         t0 = time.perf_counter()
-    up = max(1, int(cfg.model.map_upsample))
-    boxes = cam_boxes(maps, tau, (out.loc_map.shape[-2] * up, out.loc_map.shape[-1] * up))  # FLRDF's own box grid
+    boxes = cam_boxes(maps, tau, box_grid(model, x.shape[-2:]))  # FLRDF's own box grid, as loc-eval
     if methods:
         lap("cam boxes")
 

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from flrdf.backbone import ResNetBackbone
-from flrdf.boxes import boxes_from_maps, crop_resize, normalize_maps
+from flrdf.boxes import BoxGrid, box_grid, boxes_from_maps, crop_resize, normalize_maps
 from flrdf.config import ModelConfig
 from flrdf.jigsaw import check_grid, shuffle_patches
 from flrdf.suppression import Suppression
@@ -90,11 +90,17 @@ class FLRDF(nn.Module):
         """Channel mean of a feature map, min-max normalised per image: (B, h, w) in [0, 1]."""
         return normalize_maps(features.detach().float().mean(dim=1))
 
+    def box_grid(self, image_hw: tuple[int, int]) -> BoxGrid:
+        """The grid every map of this model is thresholded on (its own and the CAMs'):
+        layer4 cells x ``map_upsample``, mapped to pixels by their receptive-field centres."""
+        return box_grid(self.backbone.stride, image_hw, self.cfg.map_upsample)
+
     def localize(self, suppressed: torch.Tensor, image_hw: tuple[int, int], tau: float | None = None):
         """Localization map (B, h, w) in [0, 1] and boxes (B, 4) in input pixels."""
         loc_map = self.channel_map(suppressed)
         tau = self.cfg.tau if tau is None else tau
-        boxes = boxes_from_maps(loc_map, tau, image_hw, upsample=self.cfg.map_upsample, normalize=False)
+        boxes = boxes_from_maps(loc_map, tau, image_hw, upsample=self.cfg.map_upsample, normalize=False,
+                                grid=self.box_grid(image_hw))
         return loc_map, boxes
 
     def combine(self, logits: dict[str, torch.Tensor]) -> torch.Tensor:

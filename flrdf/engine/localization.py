@@ -7,7 +7,8 @@ explain the ground-truth class):
     flrdf     FLRDF's own box: the suppressed map (out.loc_map), tau, largest region
     plain     the same rule on the map before suppression (out.plain_map)
     <cam>     each CAM baseline of flrdf.cams (raw branch, layer4), boxes by
-              flrdf.cams' rule on FLRDF's own box grid
+              flrdf.cams' rule on FLRDF's own box grid (flrdf.cams.box_grid:
+              the backbone's real stride, cells mapped by their centres)
     centre    a fixed centred box covering half of each side: "knowing nothing"
 
 For each: loc_acc (IoU >= 0.5) and mean IoU at the model's tau, and a sweep of
@@ -30,13 +31,12 @@ import heapq
 import time
 from dataclasses import dataclass, field
 
-import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from flrdf.boxes import box_iou, boxes_from_maps, centre_boxes
-from flrdf.cams import DEFAULT_METHODS, METHODS, box_grid, check_methods, compute_cams
+from flrdf.cams import DEFAULT_METHODS, METHODS, box_grid, check_methods, compute_cams, to_grid
 from flrdf.data import to_uint8
 
 FLRDF_KEY, PLAIN_KEY, CENTRE_KEY = "flrdf", "plain", "centre"
@@ -85,15 +85,6 @@ def _grid_up(maps: torch.Tensor, up: int) -> torch.Tensor:
     if up > 1:
         m = F.interpolate(m[:, None], scale_factor=up, mode="bilinear", align_corners=False)[:, 0]
     return m
-
-
-def _grid_area(maps: np.ndarray, grid_hw: tuple[int, int]) -> torch.Tensor:
-    """flrdf.cams.cam_boxes' pre-threshold step: area-resample input-size maps to the box grid."""
-    h, w = maps.shape[-2:]
-    if grid_hw[0] < h or grid_hw[1] < w:
-        gh, gw = min(grid_hw[0], h), min(grid_hw[1], w)
-        maps = np.stack([cv2.resize(m, (gw, gh), interpolation=cv2.INTER_AREA) for m in maps])
-    return torch.from_numpy(np.ascontiguousarray(maps, dtype=np.float32))
 
 
 def _rate(hits: float, n: int) -> float | None:
@@ -157,7 +148,8 @@ def evaluate_localization(model, loader, *, methods=DEFAULT_METHODS, tau: float 
             gt = batch["box"][idx].float()
             m = len(idx)
             n_box += m
-            # maps on the box grid, ready to threshold (normalize flag = each source's own rule)
+            # maps on the model's one box grid, ready to threshold (normalize flag = each source's own rule)
+            grid = box_grid(model, (hh, ww))
             grids: dict[str, tuple[torch.Tensor, bool]] = {
                 FLRDF_KEY: (_grid_up(out.loc_map[idx.to(device)].cpu(), up), False),
                 PLAIN_KEY: (_grid_up(out.plain_map[idx.to(device)].cpu(), up), False),
@@ -165,9 +157,8 @@ def evaluate_localization(model, loader, *, methods=DEFAULT_METHODS, tau: float 
             if cams:
                 with torch.enable_grad():
                     cam_maps = compute_cams(model, sel_images.float(), sel_labels.cpu(), cams)
-                grid_hw = box_grid(model, (hh, ww))
                 for key in cams:
-                    grids[key] = (_grid_area(cam_maps[key], grid_hw), True)
+                    grids[key] = (to_grid(cam_maps[key], grid), True)
             centre = centre_boxes(m, (hh, ww), CENTRE_FRACTION)
 
             ious_at_tau: dict[str, torch.Tensor] = {}
@@ -178,7 +169,7 @@ def evaluate_localization(model, loader, *, methods=DEFAULT_METHODS, tau: float 
                     if not group:
                         continue
                     stacked = torch.cat([grids[key][0] for key in group])
-                    boxes = boxes_from_maps(stacked, t, (hh, ww), upsample=1, normalize=norm).split(m)
+                    boxes = boxes_from_maps(stacked, t, (hh, ww), upsample=1, normalize=norm, grid=grid).split(m)
                     for key, bx in zip(group, boxes):
                         iou = box_iou(bx, gt)
                         if ti == len(taus):              # the model's tau
