@@ -17,7 +17,8 @@ over the sweep at 0.5; ``max_box_acc_357`` = the mean of the bests at the three
 IoUs, with the largest region only - wsolevaluation's MaxBoxAccV2 considers
 every region, so it is not that number). Classification top-1 per branch and
 combined comes from the same forward pass. The worst-localized images (lowest
-FLRDF IoU) are kept for a gallery.
+FLRDF IoU) are kept for a gallery. ``gate`` summarises the suppression gate over
+the split (flrdf.suppression.GateTally: mean, p10/p50/p90, histogram).
 
 ``evaluate_localization`` is batched over a DataLoader and reports progress;
 :mod:`flrdf.engine.loc_report` writes the result folder; ``main`` is the
@@ -38,6 +39,7 @@ import torch.nn.functional as F
 from flrdf.boxes import box_iou, boxes_from_maps, centre_boxes
 from flrdf.cams import DEFAULT_METHODS, METHODS, box_grid, check_methods, compute_cams, to_grid
 from flrdf.data import to_uint8
+from flrdf.suppression import GateTally, capture_gates, tally_gates
 
 FLRDF_KEY, PLAIN_KEY, CENTRE_KEY = "flrdf", "plain", "centre"
 TAUS = tuple(round(i / 20, 2) for i in range(21))   # 0.00, 0.05, ..., 1.00
@@ -120,12 +122,14 @@ def evaluate_localization(model, loader, *, methods=DEFAULT_METHODS, tau: float 
     worst_heap: list[tuple[float, int, WorstImage]] = []
     t_start = time.perf_counter()
     thr = torch.tensor(IOU_THRESHOLDS)
+    gates = GateTally()
 
     for batch in loader:
         images = precision.prepare(batch["image"])
         labels = batch["label"].to(device)
-        with precision.autocast():
+        with precision.autocast(), capture_gates(model) as seen:
             out = model(images, tau=tau, with_jigsaw=True)
+        tally_gates(gates, seen)
         b, _, hh, ww = images.shape
         n_images += b
 
@@ -229,6 +233,7 @@ def evaluate_localization(model, loader, *, methods=DEFAULT_METHODS, tau: float 
     summary = {"tau": tau, "taus": taus, "iou_thresholds": list(IOU_THRESHOLDS), "methods": keys,
                "cam_target": "ground-truth class (GT-known)", "centre_fraction": CENTRE_FRACTION,
                "n": n_images, "n_box": n_box, "rows": rows, "classification": classification,
+               "gate": gates.summary(),
                "elapsed_s": round(time.perf_counter() - t_start, 2)}
     worst = [e[2] for e in sorted(worst_heap, key=lambda e: (-e[0], -e[1]))]
     return LocResult(summary, per_image, worst)
