@@ -106,7 +106,23 @@ def status_text(r: InspectResult, model_name: str) -> str:
     if r.iou is not None:
         parts.append(f"FLRDF box IoU with ground truth: **{r.iou:.2f}**")
     parts.append(f"{r.timings_ms.get('total', 0):.0f} ms server-side")
-    return " · ".join(parts) + f"  \nmodel: `{model_name}`"
+    text = " · ".join(parts) + f"  \nmodel: `{model_name}`"
+    gate = gate_text(r.gate)
+    return text + (f"  \n{gate}" if gate else "")
+
+
+SPARK = "▁▂▃▄▅▆▇█"
+
+
+def gate_text(g: dict | None) -> str:
+    """One line for the suppression gate of this image: mean, percentiles and a histogram over [0, 1]."""
+    if not g:
+        return ""
+    top = max(g["hist"]) or 1.0
+    bars = "".join(" " if v <= 0 else SPARK[min(len(SPARK) - 1, int(v / top * (len(SPARK) - 1) + 0.5))]
+                   for v in g["hist"])
+    return (f"suppression gate G over {g['n']} channels: mean {g['mean']:.2f}, "
+            f"p10 / p50 / p90 {g['p10']:.2f} / {g['p50']:.2f} / {g['p90']:.2f} · 0 `{bars}` 1")
 
 
 def _fmt(box) -> str:

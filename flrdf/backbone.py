@@ -66,6 +66,7 @@ class ResNetBackbone(nn.Module):
             for module in net.layer4[0].modules():
                 if isinstance(module, nn.Conv2d) and module.stride == (2, 2):
                     module.stride = (1, 1)
+        self.stride = 16 if layer4_stride == 1 else 32  # input pixels per layer4 cell
         self.stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
         self.layer1, self.layer2, self.layer3, self.layer4 = net.layer1, net.layer2, net.layer3, net.layer4
         self.layer3_channels = self.out_channels // 2

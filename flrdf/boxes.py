@@ -2,8 +2,18 @@
 
 Conventions: a box is (x1, y1, x2, y2) in continuous pixel coordinates of the
 image it belongs to (pixel column j spans [j, j+1)), so a box covering the
-whole H x W image is (0, 0, W, H). Maps are (B, h, w) tensors; a map cell
-(i, j) covers pixels [j*W/w, (j+1)*W/w) x [i*H/h, (i+1)*H/h).
+whole H x W image is (0, 0, W, H). Maps are (B, h, w) tensors.
+
+Geometry of a feature map (docs/GEOMETRY.md): in a ResNet of output stride s,
+feature cell j's receptive field is centred on pixel j*s + c (c measured by
+scripts/measure_rf_centre.py, :data:`RF_CENTRE`), not on the middle of the
+tile [j*s, (j+1)*s). :func:`box_grid` is the one place that turns a backbone's
+stride into a :class:`BoxGrid` - the cell -> pixel map every map -> box path
+uses (FLRDF's map, the plain map, every CAM; the model, loc-eval and Inspect).
+A thresholded region of cells [j1..j2] spans pixels
+[centre(j1) - p/2, centre(j2) + p/2] (p: the grid's cell pitch), clipped to the
+image. Without a grid (``grid=None``) a map's cells tile the image
+(cell (i, j) covers [j*W/w, (j+1)*W/w) x [i*H/h, (i+1)*H/h)), the old rule.
 
 Connected components run on the map's own device as an iterative 8-connected
 max-label propagation, so the localization step has no per-sample Python loop.
@@ -11,9 +21,59 @@ max-label propagation, so the localization step has no per-sample Python loop.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torchvision.ops import roi_align
+
+
+# Receptive-field centre offset c (pixels, continuous coordinates) per output stride: cell j's
+# centre is j*s + c. Measured on interior cells (docs/results/rf_centre.json): resnet18/50, random
+# init and the demo's trained resnet18, all within +-0.1 px of the theory value 0.5 (every ResNet
+# down-sampling layer centres output i on input 2i, so cell j sits on pixel j*s).
+RF_CENTRE: dict[int, float] = {16: 0.5, 32: 0.5}
+
+
+def rf_centre(stride: int) -> float:
+    """The receptive-field centre offset c of a backbone with output ``stride`` (see :data:`RF_CENTRE`)."""
+    return RF_CENTRE.get(int(stride), 0.5)
+
+
+def feature_size(n: int, stride: int) -> int:
+    """Cells along one side of a ResNet map for an ``n``-pixel input: each stride-2 layer gives ceil(n/2)."""
+    for _ in range(int(round(torch.log2(torch.tensor(float(stride))).item()))):
+        n = -(-n // 2)
+    return max(1, n)
+
+
+@dataclass(frozen=True)
+class BoxGrid:
+    """The cell -> pixel map of a (gh, gw) grid a map is thresholded on.
+
+    Cell k's centre lies at pixel ``origin + k * pitch`` (both axes); a region of
+    cells [k1..k2] spans [centre(k1) - pitch/2, centre(k2) + pitch/2], clipped
+    to the image (``image_hw``).
+    """
+    shape: tuple[int, int]       # (gh, gw) cells
+    pitch: float                 # pixels between neighbouring cell centres
+    origin: float                # pixel coordinate of cell 0's centre
+    image_hw: tuple[int, int]    # (H, W) of the image the boxes belong to
+
+    def centres(self, n: int) -> torch.Tensor:
+        return self.origin + self.pitch * torch.arange(n, dtype=torch.float32)
+
+
+def box_grid(stride: int, image_hw: tuple[int, int], upsample: int = 1) -> BoxGrid:
+    """The grid of a backbone map with output ``stride`` on an ``image_hw`` input, upsampled by ``upsample``.
+
+    Bilinear upsampling by u (align_corners=False) puts upsampled cell k on feature
+    coordinate (k + 0.5)/u - 0.5, i.e. pixel c - s/2 + s/(2u) + k*s/u.
+    """
+    up = max(1, int(upsample))
+    s = float(stride)
+    shape = (feature_size(image_hw[0], stride) * up, feature_size(image_hw[1], stride) * up)
+    return BoxGrid(shape, s / up, rf_centre(stride) - s / 2 + s / (2 * up), (int(image_hw[0]), int(image_hw[1])))
 
 
 def normalize_maps(maps: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
@@ -58,11 +118,14 @@ def largest_component(mask: torch.Tensor, max_iters: int | None = None) -> torch
     return keep.view(b, h, w)
 
 
-def mask_to_boxes(mask: torch.Tensor, out_hw: tuple[int, int]) -> torch.Tensor:
-    """Bounding boxes (B, 4) of boolean (B, h, w) masks, scaled exactly to an (H, W) image.
+def mask_to_boxes(mask: torch.Tensor, out_hw: tuple[int, int], grid: BoxGrid | None = None) -> torch.Tensor:
+    """Bounding boxes (B, 4) of boolean (B, h, w) masks in an (H, W) image's pixels.
 
-    An empty mask gives the whole image.
+    With ``grid`` the cells map to pixels by their receptive-field centres
+    (:class:`BoxGrid`); without, the cells tile the image. An empty mask gives the whole image.
     """
+    if grid is not None and tuple(grid.shape) != tuple(mask.shape[1:]):
+        raise ValueError(f"map of {tuple(mask.shape[1:])} cells does not match its box grid {grid.shape}")
     b, h, w = mask.shape
     out_h, out_w = out_hw
     rows = mask.any(dim=2)  # (B, h)
@@ -74,18 +137,29 @@ def mask_to_boxes(mask: torch.Tensor, out_hw: tuple[int, int]) -> torch.Tensor:
     y2 = torch.where(rows, r_idx, -1).amax(dim=1) + 1
     x1 = torch.where(cols, c_idx, big).amin(dim=1)
     x2 = torch.where(cols, c_idx, -1).amax(dim=1) + 1
-    boxes = torch.stack([x1 * (out_w / w), y1 * (out_h / h), x2 * (out_w / w), y2 * (out_h / h)], dim=1).float()
+    if grid is None:
+        boxes = torch.stack([x1 * (out_w / w), y1 * (out_h / h), x2 * (out_w / w), y2 * (out_h / h)], dim=1).float()
+    else:
+        # region [k1, k2) of cells -> [centre(k1) - p/2, centre(k2 - 1) + p/2] = origin - p/2 + p*[k1, k2)
+        lo = grid.origin - grid.pitch / 2
+        boxes = (lo + grid.pitch * torch.stack([x1, y1, x2, y2], dim=1).float())
+        limit = boxes.new_tensor([out_w, out_h, out_w, out_h])
+        boxes = torch.minimum(boxes.clamp_min(0), limit)
     empty = ~rows.any(dim=1)
     whole = torch.tensor([0.0, 0.0, float(out_w), float(out_h)], device=mask.device)
     return torch.where(empty[:, None], whole.expand(b, 4), boxes)
 
 
 def boxes_from_maps(
-    maps: torch.Tensor, tau: float, out_hw: tuple[int, int], upsample: int = 1, normalize: bool = True
+    maps: torch.Tensor, tau: float, out_hw: tuple[int, int], upsample: int = 1, normalize: bool = True,
+    grid: BoxGrid | None = None,
 ) -> torch.Tensor:
     """Map -> box: (optionally) min-max normalise, upsample bilinearly by ``upsample``,
     threshold at ``tau``, keep the largest connected region, take its bounding box in
-    (H, W) pixel coordinates. Empty or constant maps give the whole image."""
+    (H, W) pixel coordinates. Empty or constant maps give the whole image.
+
+    ``grid``: the cell -> pixel map of the map *after* upsampling (:func:`box_grid`
+    with the same ``upsample``); None: the cells tile the image."""
     if maps.dim() != 3:
         raise ValueError(f"maps must be (B, h, w), got shape {tuple(maps.shape)}")
     m = normalize_maps(maps) if normalize else maps.float()
@@ -95,7 +169,7 @@ def boxes_from_maps(
     mask = m >= tau
     if normalize:
         mask &= m > 0  # a constant (all-zero) map has no foreground
-    return mask_to_boxes(largest_component(mask), out_hw)
+    return mask_to_boxes(largest_component(mask), out_hw, grid)
 
 
 def crop_resize(images: torch.Tensor, boxes: torch.Tensor, out_hw: tuple[int, int] | None = None) -> torch.Tensor:

@@ -42,7 +42,7 @@ from pytorch_grad_cam.base_cam import BaseCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
-from flrdf.boxes import boxes_from_maps
+from flrdf.boxes import BoxGrid, boxes_from_maps
 
 
 @dataclass(frozen=True)
@@ -201,29 +201,42 @@ def standalone_cam(model: nn.Module, images: torch.Tensor, targets, method: str)
     return out
 
 
-def cam_boxes(maps: dict[str, np.ndarray], tau: float,
-              grid_hw: tuple[int, int] | None = None) -> dict[str, torch.Tensor]:
-    """One box per map and image, ``{method: (B, 4) x1 y1 x2 y2}`` in the maps' (input) pixels.
+def to_grid(maps: np.ndarray, grid: BoxGrid) -> torch.Tensor:
+    """Resample input-size (B, H, W) CAMs onto a box grid: area averaging when shrinking.
+
+    grad-cam upsamples the layer4 CAM to the input with half-pixel centres, so grid
+    cell k of a (h*u)-cell grid reads feature coordinate (k + 0.5)/u - 0.5 - the same
+    cell as FLRDF's bilinearly upsampled map; the grid's cell -> pixel map then applies.
+    """
+    gh, gw = grid.shape
+    if maps.shape[-2:] != (gh, gw):
+        shrink = gh <= maps.shape[-2] and gw <= maps.shape[-1]
+        interp = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
+        maps = np.stack([cv2.resize(np.asarray(m, dtype=np.float32), (gw, gh), interpolation=interp) for m in maps])
+    return torch.from_numpy(np.ascontiguousarray(maps, dtype=np.float32))
+
+
+def cam_boxes(maps: dict[str, np.ndarray], tau: float, grid: BoxGrid) -> dict[str, torch.Tensor]:
+    """One box per map and image, ``{method: (B, 4) x1 y1 x2 y2}`` in input pixels.
 
     The same rule as FLRDF's own box (flrdf.boxes.boxes_from_maps): min-max
     normalise, threshold at ``tau``, largest connected region; all methods in one
-    batch. ``grid_hw``: first area-resample the maps to this grid - pass FLRDF's
-    own box grid (feature map x ``model.map_upsample``) to compare boxes at the
-    same resolution (and to keep the connected-component step cheap).
+    batch. ``grid``: the model's box grid (:func:`box_grid`) - the maps are first
+    resampled to it, so every method is thresholded at the same resolution as
+    FLRDF's map and its cells map to pixels by their receptive-field centres.
     """
+    if not isinstance(grid, BoxGrid):
+        raise TypeError(f"cam_boxes needs the model's BoxGrid (flrdf.cams.box_grid), got {type(grid).__name__}")
     if not maps:
         return {}
     keys = list(maps)
-    stacked = np.concatenate([maps[k] for k in keys], axis=0)
-    h, w = stacked.shape[-2:]
-    if grid_hw is not None and (grid_hw[0] < h or grid_hw[1] < w):
-        gh, gw = min(grid_hw[0], h), min(grid_hw[1], w)
-        stacked = np.stack([cv2.resize(m, (gw, gh), interpolation=cv2.INTER_AREA) for m in stacked])
-    boxes = boxes_from_maps(torch.from_numpy(np.ascontiguousarray(stacked)), tau, (h, w), upsample=1, normalize=True)
+    stacked = to_grid(np.concatenate([maps[k] for k in keys], axis=0), grid)
+    boxes = boxes_from_maps(stacked, tau, grid.image_hw, upsample=1, normalize=True, grid=grid)
     return dict(zip(keys, boxes.split(maps[keys[0]].shape[0])))
 
 
-def box_grid(model: nn.Module, image_hw: tuple[int, int]) -> tuple[int, int]:
-    """The grid FLRDF thresholds its own map on: layer4 size (input / 32) x ``map_upsample``."""
-    up = max(1, int(model.cfg.map_upsample))
-    return (max(1, -(-image_hw[0] // 32)) * up, max(1, -(-image_hw[1] // 32)) * up)
+def box_grid(model: nn.Module, image_hw: tuple[int, int]) -> BoxGrid:
+    """The one grid every map of ``model`` is boxed on (FLRDF's map, the plain map, each CAM):
+    layer4 cells at the backbone's real stride (16 or 32) x ``map_upsample``, cells mapped to
+    pixels by their receptive-field centres (flrdf.boxes.box_grid)."""
+    return model.box_grid((int(image_hw[0]), int(image_hw[1])))

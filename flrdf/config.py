@@ -25,6 +25,7 @@ class ModelConfig:
     branches: str = "full"           # raw | raw+fl | raw+rdf | full  (paper Table 2)
     suppression: str = "learnable"   # learnable | fixed | none
     delta: float = 0.7               # gate of the fixed variant
+    gate_init: float = 0.7           # learnable gate's starting value (controller bias = logit(gate_init))
     suppress_layer3: bool = False    # also suppress after layer3
     layer4_stride: int = 2           # 1: layer4 without downsampling (finer map, WSOL practice)
     tau: float = 0.5                 # map threshold for the foreground box
@@ -69,6 +70,9 @@ class LossConfig:
     beta: float = 1.0
     gamma: float = 1.0
     label_smoothing: float = 0.0
+    weighting: str = "fixed"         # fixed | normalized (divided by their sum) | scheduled (beta, gamma ramp up)
+    ramp_epochs: float = 0.0         # scheduled: epochs (after the raw warm-up) for beta, gamma to reach their values
+    aux_backbone_scale: float = 1.0  # scales the object/jigsaw losses' gradient on the shared backbone
 
 
 @dataclass
@@ -227,6 +231,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"model.tau must lie in [0, 1], got {m.tau}")
     if not 0.0 <= m.delta <= 1.0:
         raise ConfigError(f"model.delta must lie in [0, 1], got {m.delta}")
+    if not 0.0 < m.gate_init < 1.0:
+        raise ConfigError(f"model.gate_init must lie strictly between 0 and 1, got {m.gate_init}")
     for part in m.combine.split("+"):
         if part not in ("raw", "object", "jigsaw"):
             raise ConfigError(f"model.combine parts must be raw/object/jigsaw, got {m.combine!r}")
@@ -238,6 +244,13 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"data.val_fraction must lie in [0, 1), got {d.val_fraction}")
     if d.on_corrupt not in ("error", "skip"):
         raise ConfigError(f"data.on_corrupt must be error | skip, got {d.on_corrupt!r}")
+    lo = cfg.loss
+    if lo.weighting not in ("fixed", "normalized", "scheduled"):
+        raise ConfigError(f"loss.weighting must be fixed | normalized | scheduled, got {lo.weighting!r}")
+    if lo.ramp_epochs < 0 or lo.aux_backbone_scale < 0:
+        raise ConfigError("loss.ramp_epochs and loss.aux_backbone_scale must be >= 0")
+    if min(lo.alpha, lo.beta, lo.gamma) < 0:
+        raise ConfigError(f"loss weights must be >= 0, got alpha={lo.alpha}, beta={lo.beta}, gamma={lo.gamma}")
     if o.epochs < 1 or o.batch_size < 1:
         raise ConfigError("optim.epochs and optim.batch_size must be >= 1")
     if o.schedule not in ("cosine", "constant"):

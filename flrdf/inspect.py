@@ -22,12 +22,13 @@ from PIL import Image
 from pytorch_grad_cam.utils.image import show_cam_on_image
 
 from flrdf.boxes import box_iou, box_to_image
-from flrdf.cams import METHODS, cam_boxes, check_methods, compute_cams, model_lock
+from flrdf.cams import METHODS, box_grid, cam_boxes, check_methods, compute_cams, model_lock
 from flrdf.data import build_transform, load_image, to_uint8
 from flrdf.data.errors import ImageLoadError
 from flrdf.data.images import to_rgb
 from flrdf.engine.checkpoint import LoadedModel
 from flrdf.jigsaw import random_permutations
+from flrdf.suppression import capture_gates, gate_stats
 
 BRANCHES = ("raw", "object", "jigsaw", "combined")
 TOP_K = 5
@@ -76,6 +77,7 @@ class InspectResult:
     iou: float | None = None       # FLRDF box vs ground truth
     cams: list[CamView] = field(default_factory=list)
     timings_ms: dict[str, float] = field(default_factory=dict)
+    gate: dict | None = None       # layer4 suppression gate of this image (flrdf.suppression.gate_stats); None: no suppression
 
     def preview_scale(self) -> float:
         """Factor from original-image pixels to preview pixels."""
@@ -138,6 +140,17 @@ def _gt(gt_box) -> list[float] | None:
     return vals
 
 
+def image_gate(seen: list) -> dict | None:
+    """Gate statistics of one image from what flrdf.suppression.capture_gates recorded."""
+    if not seen:
+        return None
+    item = seen[0]
+    if isinstance(item, tuple):  # fixed: every channel gets delta
+        delta, _, c = item
+        return gate_stats(torch.full((c,), float(delta)))
+    return gate_stats(item[0])
+
+
 # ---------------------------------------------------------------- the request
 def inspect_image(loaded: LoadedModel, image, tau: float | None = None, jigsaw_n: int | None = None,
                   target: int | None = None, cam_methods=("gradcam",), gt_box=None, *, seed: int = 0,
@@ -188,9 +201,10 @@ def inspect_image(loaded: LoadedModel, image, tau: float | None = None, jigsaw_n
     perms = random_permutations(1, n * n, generator=torch.Generator().manual_seed(int(seed)))
     lap("preprocess")
 
-    with model_lock(model), torch.inference_mode():
+    with model_lock(model), torch.inference_mode(), capture_gates(model) as seen:
         out = model(x, tau=tau, jigsaw_n=n, with_jigsaw=True, perms=perms)
     lap("flrdf forward")
+    gate = image_gate(seen)
 
     logits = {"raw": out.logits_raw[0], "object": out.logits_object, "jigsaw": out.logits_jigsaw,
               "combined": out.logits[0]}
@@ -204,8 +218,7 @@ def inspect_image(loaded: LoadedModel, image, tau: float | None = None, jigsaw_n
         times["cam pass"] = cam_ms.pop("pass")
         times["cam methods"] = sum(cam_ms.values())
         t0 = time.perf_counter()
-    up = max(1, int(cfg.model.map_upsample))
-    boxes = cam_boxes(maps, tau, (out.loc_map.shape[-2] * up, out.loc_map.shape[-1] * up))  # FLRDF's own box grid
+    boxes = cam_boxes(maps, tau, box_grid(model, x.shape[-2:]))  # FLRDF's own box grid, as loc-eval
     if methods:
         lap("cam boxes")
 
@@ -244,6 +257,7 @@ def inspect_image(loaded: LoadedModel, image, tau: float | None = None, jigsaw_n
         gt_box_original=gt,
         iou=_iou(pred_box, gt_t),
         cams=cams,
+        gate=gate,
     )
     lap("render")
     times["total"] = (time.perf_counter() - t_all) * 1000

@@ -19,10 +19,15 @@ import torch
 from torch import nn
 
 from flrdf.backbone import ResNetBackbone
-from flrdf.boxes import boxes_from_maps, crop_resize, normalize_maps
+from flrdf.boxes import BoxGrid, box_grid, boxes_from_maps, crop_resize, normalize_maps
 from flrdf.config import ModelConfig
 from flrdf.jigsaw import check_grid, shuffle_patches
 from flrdf.suppression import Suppression
+
+def scale_grad(x: torch.Tensor, k: float) -> torch.Tensor:
+    """Identity in value; the gradient through it is multiplied by ``k``."""
+    return x * k + (x * (1.0 - k)).detach()
+
 
 BRANCHES = {
     "raw": ("raw",),
@@ -62,12 +67,13 @@ class FLRDF(nn.Module):
         self.backbone = ResNetBackbone(cfg.backbone, pretrained=cfg.pretrained, weights=cfg.weights,
                                        layer4_stride=cfg.layer4_stride)
         c = self.backbone.out_channels
-        self.suppression = Suppression(c, cfg.suppression, cfg.delta)
+        self.suppression = Suppression(c, cfg.suppression, cfg.delta, cfg.gate_init)
         self.suppression3 = (
-            Suppression(self.backbone.layer3_channels, cfg.suppression, cfg.delta)
+            Suppression(self.backbone.layer3_channels, cfg.suppression, cfg.delta, cfg.gate_init)
             if cfg.suppress_layer3 and cfg.suppression != "none" else None
         )
         self.heads = nn.ModuleDict({name: nn.Linear(c, num_classes) for name in self.branches})
+        self.aux_backbone_scale = 1.0  # loss.aux_backbone_scale, set by the trainer (training only)
 
     # ---- parameter groups: pretrained backbone vs new layers (different learning rates)
     def param_groups(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
@@ -90,12 +96,24 @@ class FLRDF(nn.Module):
         """Channel mean of a feature map, min-max normalised per image: (B, h, w) in [0, 1]."""
         return normalize_maps(features.detach().float().mean(dim=1))
 
+    def box_grid(self, image_hw: tuple[int, int]) -> BoxGrid:
+        """The grid every map of this model is thresholded on (its own and the CAMs'):
+        layer4 cells x ``map_upsample``, mapped to pixels by their receptive-field centres."""
+        return box_grid(self.backbone.stride, image_hw, self.cfg.map_upsample)
+
     def localize(self, suppressed: torch.Tensor, image_hw: tuple[int, int], tau: float | None = None):
         """Localization map (B, h, w) in [0, 1] and boxes (B, 4) in input pixels."""
         loc_map = self.channel_map(suppressed)
         tau = self.cfg.tau if tau is None else tau
-        boxes = boxes_from_maps(loc_map, tau, image_hw, upsample=self.cfg.map_upsample, normalize=False)
+        boxes = boxes_from_maps(loc_map, tau, image_hw, upsample=self.cfg.map_upsample, normalize=False,
+                                grid=self.box_grid(image_hw))
         return loc_map, boxes
+
+    def _aux(self, features: torch.Tensor) -> torch.Tensor:
+        """Object/jigsaw features: identity forward; backward scales their gradient on the shared
+        backbone by ``aux_backbone_scale`` (their heads still get the full gradient)."""
+        k = float(self.aux_backbone_scale)
+        return features if k == 1.0 or not features.requires_grad else scale_grad(features, k)
 
     def combine(self, logits: dict[str, torch.Tensor]) -> torch.Tensor:
         parts = [logits[p] for p in self.cfg.combine.split("+") if p in logits]
@@ -135,13 +153,13 @@ class FLRDF(nn.Module):
         # Separate passes (not one concatenated batch): on CPU a doubled batch costs more than twice the time.
         if use_object:
             object_images = crop_resize(images.detach(), boxes)
-            logits["object"] = self.heads["object"](self.pool(self.backbone(object_images)))
+            logits["object"] = self.heads["object"](self.pool(self._aux(self.backbone(object_images))))
         if use_jigsaw:
             n = self.cfg.jigsaw_n if jigsaw_n is None else jigsaw_n
             check_grid((h, w), n)
             source = object_images if object_images is not None else images.detach()
             jigsaw_images = shuffle_patches(source, n, perms=perms)
-            logits["jigsaw"] = self.heads["jigsaw"](self.pool(self.backbone(jigsaw_images)))
+            logits["jigsaw"] = self.heads["jigsaw"](self.pool(self._aux(self.backbone(jigsaw_images))))
 
         return FLRDFOutput(
             logits_raw=logits["raw"],

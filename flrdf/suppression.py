@@ -4,12 +4,24 @@ Pure functions for the maths plus the small modules that hold the learnable
 controller. X' = min(X, X_max * G) where X_max is each channel's spatial
 maximum and G a per-channel gate: sigmoid(Linear(GAP(X))) when learnable,
 a constant delta when fixed.
+
+The learnable controller's bias starts at logit(gate_init) (``model.gate_init``,
+default 0.7, the paper's figure), so G starts near that value rather than at
+DRS's 0.5; checkpoints saved before the bias existed load with a zero bias,
+which is exactly their old behaviour. :class:`GateTally` and
+:func:`capture_gates` report the gate's distribution (Inspect, eval, loc-eval).
 """
 
 from __future__ import annotations
 
+import contextlib
+import math
+
 import torch
 from torch import nn
+
+GATE_BINS = 1000   # GateTally's resolution: percentiles to 0.001
+HIST_BINS = 20     # the coarse histogram reported
 
 
 def channel_max(x: torch.Tensor) -> torch.Tensor:
@@ -25,13 +37,28 @@ def suppress(x: torch.Tensor, gate: torch.Tensor | float) -> torch.Tensor:
     return torch.minimum(x, channel_max(x) * gate)
 
 
-class SuppressionController(nn.Module):
-    """Learnable gate G = sigmoid(f(GAP(X))), f = Linear(C, C, bias=False) ~ N(0, 0.01)."""
+def logit(p: float) -> float:
+    if not 0.0 < p < 1.0:
+        raise ValueError(f"gate_init must lie strictly between 0 and 1, got {p}")
+    return math.log(p / (1.0 - p))
 
-    def __init__(self, channels: int):
+
+class SuppressionController(nn.Module):
+    """Learnable gate G = sigmoid(f(GAP(X))), f = Linear(C, C): weight ~ N(0, 0.01),
+    bias = logit(``gate_init``), so G starts near ``gate_init``."""
+
+    def __init__(self, channels: int, gate_init: float = 0.7):
         super().__init__()
-        self.fc = nn.Linear(channels, channels, bias=False)
+        self.fc = nn.Linear(channels, channels, bias=True)
         nn.init.normal_(self.fc.weight, mean=0.0, std=0.01)
+        nn.init.constant_(self.fc.bias, logit(gate_init))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # checkpoints from before the bias (DRS's bias-free Linear): zero bias = their old behaviour
+        if prefix + "fc.weight" in state_dict and prefix + "fc.bias" not in state_dict:
+            w = state_dict[prefix + "fc.weight"]
+            state_dict[prefix + "fc.bias"] = torch.zeros(w.shape[0], dtype=w.dtype, device=w.device)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         gap = x.mean(dim=(2, 3))
@@ -43,7 +70,7 @@ class Suppression(nn.Module):
 
     MODES = ("learnable", "fixed", "none")
 
-    def __init__(self, channels: int, mode: str = "learnable", delta: float = 0.7):
+    def __init__(self, channels: int, mode: str = "learnable", delta: float = 0.7, gate_init: float = 0.7):
         super().__init__()
         if mode not in self.MODES:
             raise ValueError(f"suppression mode must be one of {self.MODES}, got {mode!r}")
@@ -51,7 +78,7 @@ class Suppression(nn.Module):
             raise ValueError(f"suppression delta must lie in [0, 1], got {delta}")
         self.mode = mode
         self.delta = float(delta)
-        self.controller = SuppressionController(channels) if mode == "learnable" else None
+        self.controller = SuppressionController(channels, gate_init) if mode == "learnable" else None
 
     def gate(self, x: torch.Tensor) -> torch.Tensor | float:
         return self.controller(x) if self.controller is not None else self.delta
@@ -63,3 +90,89 @@ class Suppression(nn.Module):
 
     def extra_repr(self) -> str:
         return f"mode={self.mode!r}" + (f", delta={self.delta}" if self.mode == "fixed" else "")
+
+
+# ---------------------------------------------------------------- the gate's distribution
+class GateTally:
+    """Running histogram of per-channel gate values (all images, all channels) on [0, 1].
+
+    Constant memory (``GATE_BINS`` counts), so a whole split can be summarised;
+    ``counts`` can be all-reduced across ranks before :meth:`summary`.
+    """
+
+    def __init__(self):
+        self.counts = torch.zeros(GATE_BINS, dtype=torch.float64)
+        self.total = 0.0
+
+    def add(self, gates: torch.Tensor | float, n_channels: int | None = None, n_images: int = 1) -> None:
+        """Add a (B, C[, 1, 1]) gate tensor, or a constant gate for ``n_images`` x ``n_channels`` values."""
+        if isinstance(gates, torch.Tensor):
+            g = gates.detach().float().flatten().cpu()
+        else:
+            g = torch.full((int(n_channels or 1) * n_images,), float(gates))
+        self.counts += torch.histc(g.clamp(0, 1), bins=GATE_BINS, min=0.0, max=1.0).double()
+        self.total += float(g.double().sum())
+
+    def summary(self) -> dict | None:
+        return gate_summary(self.counts, self.total)
+
+
+def gate_summary(counts: torch.Tensor, total: float) -> dict | None:
+    """mean, p10/p50/p90 and a ``HIST_BINS``-bin histogram from a ``GATE_BINS``-bin count vector."""
+    n = float(counts.sum())
+    if n <= 0:
+        return None
+    cdf = counts.cumsum(0) / n
+    centres = (torch.arange(GATE_BINS, dtype=torch.float64) + 0.5) / GATE_BINS
+
+    def pct(q: float) -> float:
+        return round(float(centres[int(torch.searchsorted(cdf, torch.tensor(q, dtype=torch.float64)))]), 4)
+
+    coarse = counts.view(HIST_BINS, GATE_BINS // HIST_BINS).sum(1) / n
+    return {"mean": round(total / n, 4), "p10": pct(0.10), "p50": pct(0.50), "p90": pct(0.90), "n": int(n),
+            "hist_edges": [round(i / HIST_BINS, 4) for i in range(HIST_BINS + 1)],
+            "hist": [round(float(v), 6) for v in coarse]}
+
+
+def gate_stats(gates: torch.Tensor) -> dict:
+    """Per-channel gate statistics of one image's (C,) or (1, C, 1, 1) gate (exact percentiles)."""
+    g = gates.detach().float().flatten().cpu()
+    q = torch.quantile(g, torch.tensor([0.1, 0.5, 0.9]))
+    hist = torch.histc(g.clamp(0, 1), bins=HIST_BINS, min=0.0, max=1.0) / g.numel()
+    return {"mean": round(float(g.mean()), 4), "p10": round(float(q[0]), 4), "p50": round(float(q[1]), 4),
+            "p90": round(float(q[2]), 4), "n": int(g.numel()),
+            "hist_edges": [round(i / HIST_BINS, 4) for i in range(HIST_BINS + 1)],
+            "hist": [round(float(v), 6) for v in hist]}
+
+
+@contextlib.contextmanager
+def capture_gates(model: nn.Module):
+    """Record the layer4 suppression gate of every forward inside the block.
+
+    Yields a list that receives one (B, C) tensor per forward (learnable), or
+    ``(delta, B, C)`` tuples (fixed); stays empty for ``suppression=none``.
+    """
+    block: Suppression = model.suppression
+    seen: list = []
+    if block.controller is not None:
+        handle = block.controller.register_forward_hook(lambda _m, _i, out: seen.append(out.detach().flatten(1)))
+    elif block.mode == "fixed":
+        handle = block.register_forward_hook(lambda _m, inp, _o: seen.append((block.delta, *inp[0].shape[:2])))
+    else:
+        handle = None
+    try:
+        yield seen
+    finally:
+        if handle is not None:
+            handle.remove()
+
+
+def tally_gates(tally: GateTally, seen: list) -> None:
+    """Move what :func:`capture_gates` recorded into ``tally`` (and empty the list)."""
+    for item in seen:
+        if isinstance(item, tuple):
+            delta, b, c = item
+            tally.add(delta, n_channels=c, n_images=b)
+        else:
+            tally.add(item)
+    seen.clear()

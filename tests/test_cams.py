@@ -105,15 +105,25 @@ def test_no_memory_growth_over_repeated_calls(model, images):
 
 
 def test_cam_boxes_follow_the_flrdf_rule():
+    from flrdf.boxes import BoxGrid
+
     m = np.zeros((2, 64, 64), np.float32)
     m[0, 10:30, 20:50] = 1.0
     m[1, 40:60, 0:16] = 0.8
     m[1, 0:4, 60:64] = 0.5  # smaller second region: not the largest
-    boxes = cam_boxes({"a": m, "b": m[::-1].copy()}, tau=0.5)
+    pixels = BoxGrid((64, 64), 1.0, 0.5, (64, 64))  # one cell per pixel, centred on it
+    boxes = cam_boxes({"a": m, "b": m[::-1].copy()}, tau=0.5, grid=pixels)
     assert boxes["a"].tolist() == [[20, 10, 50, 30], [0, 40, 16, 60]]
     assert boxes["b"].tolist() == [[0, 40, 16, 60], [20, 10, 50, 30]]
-    coarse = cam_boxes({"a": m}, tau=0.5, grid_hw=(16, 16))["a"]
-    assert coarse.shape == (2, 4) and torch.allclose(coarse[0], torch.tensor([20.0, 8, 52, 32]))
-    assert box_grid(FLRDF(ModelConfig(backbone="resnet18", pretrained=False), 2), (64, 96)) == (8, 12)
-    flat = cam_boxes({"a": np.zeros((1, 8, 8), np.float32)}, tau=0.5)["a"]
+    # a coarse grid: area-resampled to 16 x 16 cells of 4 px, centres shifted 1 px left/up of the tiles
+    coarse = cam_boxes({"a": m}, tau=0.5, grid=BoxGrid((16, 16), 4.0, 1.0, (64, 64)))["a"]
+    assert coarse.shape == (2, 4) and torch.allclose(coarse[0], torch.tensor([19.0, 7, 51, 31]))
+    # the model's grid: stride 32 by default, 16 with layer4_stride=1; x map_upsample (4)
+    grid = box_grid(FLRDF(ModelConfig(backbone="resnet18", pretrained=False), 2), (64, 96))
+    assert grid.shape == (8, 12) and grid.pitch == 8 and grid.image_hw == (64, 96)
+    fine = box_grid(FLRDF(ModelConfig(backbone="resnet18", pretrained=False, layer4_stride=1), 2), (64, 96))
+    assert fine.shape == (16, 24) and fine.pitch == 4
+    flat = cam_boxes({"a": np.zeros((1, 8, 8), np.float32)}, tau=0.5, grid=BoxGrid((8, 8), 1.0, 0.5, (8, 8)))["a"]
     assert flat.tolist() == [[0, 0, 8, 8]]  # a constant map: the whole image
+    with pytest.raises(TypeError, match="BoxGrid"):
+        cam_boxes({"a": m}, tau=0.5, grid=(16, 16))

@@ -36,9 +36,10 @@ def test_none_variant_is_identity():
     assert Suppression(3, "none")(x) is x
 
 
-def test_learnable_controller_starts_near_half_and_gets_gradient():
+def test_learnable_controller_starts_near_gate_init_and_gets_gradient():
     torch.manual_seed(0)
-    ctrl = SuppressionController(16)
+    assert torch.all((SuppressionController(16)(torch.rand(4, 16, 7, 7)) - 0.7).abs() < 0.1)  # default 0.7
+    ctrl = SuppressionController(16, gate_init=0.5)  # DRS's own start
     x = torch.rand(4, 16, 7, 7)
     g = ctrl(x)
     assert g.shape == (4, 16, 1, 1)

@@ -1,6 +1,8 @@
 """Evaluation: top-1/top-5 of the combined prediction and of each branch, and
 localization accuracy of the predicted boxes (IoU >= 0.5, the paper's Table 3)
-and mean IoU where the split has boxes. Sums are all-reduced across DDP ranks."""
+and mean IoU where the split has boxes, and the suppression gate's distribution over
+the split (``gate_mean``, ``gate_p10``, ``gate_p50``, ``gate_p90``; None without
+suppression). Sums are all-reduced across DDP ranks."""
 
 from __future__ import annotations
 
@@ -11,8 +13,10 @@ from flrdf.boxes import box_iou
 from flrdf.engine.checkpoint import unwrap
 from flrdf.engine.step import Precision
 from flrdf.jigsaw import random_permutations
+from flrdf.suppression import GateTally, capture_gates, tally_gates
 
 EVAL_KEYS = ("top1", "top5", "top1_raw", "top1_object", "top1_jigsaw", "n", "loc_acc", "mean_iou")
+GATE_KEYS = ("gate_mean", "gate_p10", "gate_p50", "gate_p90")
 
 
 @torch.no_grad()
@@ -23,6 +27,31 @@ def evaluate(model, loader, precision: Precision, tau: float | None = None, prog
     has = {"object": False, "jigsaw": False}
     n = unwrap(model).cfg.jigsaw_n
     gen = torch.Generator().manual_seed(0)  # the same shuffles every evaluation: reproducible top1_jigsaw
+    gates = GateTally()
+    with capture_gates(unwrap(model)) as seen:
+        _run(model, loader, precision, tau, progress, n, gen, keys, sums, has, gates, seen)
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(sums)
+        counts = gates.counts.to(precision.device)
+        total = torch.tensor([gates.total], dtype=torch.float64, device=precision.device)
+        dist.all_reduce(counts)
+        dist.all_reduce(total)
+        gates.counts, gates.total = counts.cpu(), float(total)
+    s = dict(zip(keys, sums.tolist()))
+    n = max(s["n"], 1)
+    result = {"top1": s["top1"] / n, "top5": s["top5"] / n, "top1_raw": s["top1_raw"] / n,
+              "top1_object": s["top1_object"] / n if has["object"] else None,
+              "top1_jigsaw": s["top1_jigsaw"] / n if has["jigsaw"] else None, "n": int(s["n"])}
+    if s["n_box"] > 0:
+        result.update(loc_acc=s["loc_hits"] / s["n_box"], mean_iou=s["iou_sum"] / s["n_box"], n_box=int(s["n_box"]))
+    else:
+        result.update(loc_acc=None, mean_iou=None, n_box=0)
+    g = gates.summary()
+    result.update({f"gate_{k}": (g[k] if g else None) for k in ("mean", "p10", "p50", "p90")})
+    return {k: (round(v, 6) if isinstance(v, float) else v) for k, v in result.items()}
+
+
+def _run(model, loader, precision, tau, progress, n, gen, keys, sums, has, gates, seen) -> None:
     for batch in loader:
         images = precision.prepare(batch["image"])
         labels = batch["label"].to(precision.device)
@@ -46,17 +75,6 @@ def evaluate(model, loader, precision: Precision, tau: float | None = None, prog
             iou = box_iou(out.boxes[mask], batch["box"].to(precision.device)[mask])
             row.update(n_box=mask.sum(), loc_hits=(iou >= 0.5).sum(), iou_sum=iou.sum())
         sums += torch.tensor([float(row.get(key, 0)) for key in keys], dtype=torch.float64)
+        tally_gates(gates, seen)
         if progress is not None:
             progress(labels.numel())
-    if dist.is_available() and dist.is_initialized():
-        dist.all_reduce(sums)
-    s = dict(zip(keys, sums.tolist()))
-    n = max(s["n"], 1)
-    result = {"top1": s["top1"] / n, "top5": s["top5"] / n, "top1_raw": s["top1_raw"] / n,
-              "top1_object": s["top1_object"] / n if has["object"] else None,
-              "top1_jigsaw": s["top1_jigsaw"] / n if has["jigsaw"] else None, "n": int(s["n"])}
-    if s["n_box"] > 0:
-        result.update(loc_acc=s["loc_hits"] / s["n_box"], mean_iou=s["iou_sum"] / s["n_box"], n_box=int(s["n_box"]))
-    else:
-        result.update(loc_acc=None, mean_iou=None, n_box=0)
-    return {k: (round(v, 6) if isinstance(v, float) else v) for k, v in result.items()}

@@ -187,6 +187,10 @@ def markdown_table(summary: dict) -> str:
         f"{k.replace('top1_', '').replace('top1', 'combined')} {pct(c[k])}"
         for k in ("top1", "top1_raw", "top1_object", "top1_jigsaw") if c.get(k) is not None)
         + f"; top-5 {pct(c['top5'])}; n = {c['n']}.", ""]
+    g = summary.get("gate")
+    if g:
+        lines += [f"Suppression gate over the split (all channels of all images): mean {g['mean']:.3f}, "
+                  f"10th / 50th / 90th percentile {g['p10']:.3f} / {g['p50']:.3f} / {g['p90']:.3f}.", ""]
     return "\n".join(lines)
 
 

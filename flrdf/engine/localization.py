@@ -7,7 +7,8 @@ explain the ground-truth class):
     flrdf     FLRDF's own box: the suppressed map (out.loc_map), tau, largest region
     plain     the same rule on the map before suppression (out.plain_map)
     <cam>     each CAM baseline of flrdf.cams (raw branch, layer4), boxes by
-              flrdf.cams' rule on FLRDF's own box grid
+              flrdf.cams' rule on FLRDF's own box grid (flrdf.cams.box_grid:
+              the backbone's real stride, cells mapped by their centres)
     centre    a fixed centred box covering half of each side: "knowing nothing"
 
 For each: loc_acc (IoU >= 0.5) and mean IoU at the model's tau, and a sweep of
@@ -16,7 +17,8 @@ over the sweep at 0.5; ``max_box_acc_357`` = the mean of the bests at the three
 IoUs, with the largest region only - wsolevaluation's MaxBoxAccV2 considers
 every region, so it is not that number). Classification top-1 per branch and
 combined comes from the same forward pass. The worst-localized images (lowest
-FLRDF IoU) are kept for a gallery.
+FLRDF IoU) are kept for a gallery. ``gate`` summarises the suppression gate over
+the split (flrdf.suppression.GateTally: mean, p10/p50/p90, histogram).
 
 ``evaluate_localization`` is batched over a DataLoader and reports progress;
 :mod:`flrdf.engine.loc_report` writes the result folder; ``main`` is the
@@ -30,14 +32,14 @@ import heapq
 import time
 from dataclasses import dataclass, field
 
-import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from flrdf.boxes import box_iou, boxes_from_maps, centre_boxes
-from flrdf.cams import DEFAULT_METHODS, METHODS, box_grid, check_methods, compute_cams
+from flrdf.cams import DEFAULT_METHODS, METHODS, box_grid, check_methods, compute_cams, to_grid
 from flrdf.data import to_uint8
+from flrdf.suppression import GateTally, capture_gates, tally_gates
 
 FLRDF_KEY, PLAIN_KEY, CENTRE_KEY = "flrdf", "plain", "centre"
 TAUS = tuple(round(i / 20, 2) for i in range(21))   # 0.00, 0.05, ..., 1.00
@@ -87,15 +89,6 @@ def _grid_up(maps: torch.Tensor, up: int) -> torch.Tensor:
     return m
 
 
-def _grid_area(maps: np.ndarray, grid_hw: tuple[int, int]) -> torch.Tensor:
-    """flrdf.cams.cam_boxes' pre-threshold step: area-resample input-size maps to the box grid."""
-    h, w = maps.shape[-2:]
-    if grid_hw[0] < h or grid_hw[1] < w:
-        gh, gw = min(grid_hw[0], h), min(grid_hw[1], w)
-        maps = np.stack([cv2.resize(m, (gw, gh), interpolation=cv2.INTER_AREA) for m in maps])
-    return torch.from_numpy(np.ascontiguousarray(maps, dtype=np.float32))
-
-
 def _rate(hits: float, n: int) -> float | None:
     return round(hits / n, 6) if n else None
 
@@ -129,12 +122,14 @@ def evaluate_localization(model, loader, *, methods=DEFAULT_METHODS, tau: float 
     worst_heap: list[tuple[float, int, WorstImage]] = []
     t_start = time.perf_counter()
     thr = torch.tensor(IOU_THRESHOLDS)
+    gates = GateTally()
 
     for batch in loader:
         images = precision.prepare(batch["image"])
         labels = batch["label"].to(device)
-        with precision.autocast():
+        with precision.autocast(), capture_gates(model) as seen:
             out = model(images, tau=tau, with_jigsaw=True)
+        tally_gates(gates, seen)
         b, _, hh, ww = images.shape
         n_images += b
 
@@ -157,7 +152,8 @@ def evaluate_localization(model, loader, *, methods=DEFAULT_METHODS, tau: float 
             gt = batch["box"][idx].float()
             m = len(idx)
             n_box += m
-            # maps on the box grid, ready to threshold (normalize flag = each source's own rule)
+            # maps on the model's one box grid, ready to threshold (normalize flag = each source's own rule)
+            grid = box_grid(model, (hh, ww))
             grids: dict[str, tuple[torch.Tensor, bool]] = {
                 FLRDF_KEY: (_grid_up(out.loc_map[idx.to(device)].cpu(), up), False),
                 PLAIN_KEY: (_grid_up(out.plain_map[idx.to(device)].cpu(), up), False),
@@ -165,9 +161,8 @@ def evaluate_localization(model, loader, *, methods=DEFAULT_METHODS, tau: float 
             if cams:
                 with torch.enable_grad():
                     cam_maps = compute_cams(model, sel_images.float(), sel_labels.cpu(), cams)
-                grid_hw = box_grid(model, (hh, ww))
                 for key in cams:
-                    grids[key] = (_grid_area(cam_maps[key], grid_hw), True)
+                    grids[key] = (to_grid(cam_maps[key], grid), True)
             centre = centre_boxes(m, (hh, ww), CENTRE_FRACTION)
 
             ious_at_tau: dict[str, torch.Tensor] = {}
@@ -178,7 +173,7 @@ def evaluate_localization(model, loader, *, methods=DEFAULT_METHODS, tau: float 
                     if not group:
                         continue
                     stacked = torch.cat([grids[key][0] for key in group])
-                    boxes = boxes_from_maps(stacked, t, (hh, ww), upsample=1, normalize=norm).split(m)
+                    boxes = boxes_from_maps(stacked, t, (hh, ww), upsample=1, normalize=norm, grid=grid).split(m)
                     for key, bx in zip(group, boxes):
                         iou = box_iou(bx, gt)
                         if ti == len(taus):              # the model's tau
@@ -238,6 +233,7 @@ def evaluate_localization(model, loader, *, methods=DEFAULT_METHODS, tau: float 
     summary = {"tau": tau, "taus": taus, "iou_thresholds": list(IOU_THRESHOLDS), "methods": keys,
                "cam_target": "ground-truth class (GT-known)", "centre_fraction": CENTRE_FRACTION,
                "n": n_images, "n_box": n_box, "rows": rows, "classification": classification,
+               "gate": gates.summary(),
                "elapsed_s": round(time.perf_counter() - t_start, 2)}
     worst = [e[2] for e in sorted(worst_heap, key=lambda e: (-e[0], -e[1]))]
     return LocResult(summary, per_image, worst)

@@ -60,13 +60,13 @@ def precision_for(device: torch.device, amp: bool = True, channels_last: bool = 
 
 
 def train_step(model, images, labels, optimizer, precision: Precision, loss_cfg: LossConfig | None = None,
-               raw_only: bool = False, grad_clip: float = 0.0) -> dict[str, torch.Tensor]:
+               raw_only: bool = False, grad_clip: float = 0.0, loss_epoch: float | None = None) -> dict[str, torch.Tensor]:
     """Forward, loss, backward, optimizer step. Returns the detached loss terms (still on device)."""
     images = precision.prepare(images)
     labels = labels.to(precision.device, non_blocking=True)
     with precision.autocast():
         out = model(images, raw_only=raw_only)
-    terms = flrdf_loss(out, labels, loss_cfg)
+    terms = flrdf_loss(out, labels, loss_cfg, epoch=loss_epoch)
     optimizer.zero_grad(set_to_none=True)
     loss = terms["loss_total"]
     if precision.scaler is not None:

@@ -152,6 +152,7 @@ def _train(cfg: Config, run: RunDir, resume: bool, rank: int, world: int, local:
     loaders = build_loaders(cfg.data, o.batch_size, cfg.runtime.seed, rank, world, pin_memory=device.type == "cuda")
     class_names = loaders.class_names
     model = FLRDF(cfg.model, len(class_names))
+    model.aux_backbone_scale = cfg.loss.aux_backbone_scale
     if model.backbone.init.startswith("random"):
         log.warning("backbone %s: %s - expect slow convergence", cfg.model.backbone, model.backbone.init)
     model.to(device)
@@ -235,8 +236,9 @@ def _train(cfg: Config, run: RunDir, resume: bool, rank: int, world: int, local:
         bar = tqdm(total=steps_per_epoch, initial=batch_in_epoch, desc=f"epoch {epoch + 1}/{o.epochs}",
                    disable=not (is_main and sys.stderr.isatty()), dynamic_ncols=True)
         for batch in loaders.train:
+            ramp_epoch = epoch + batch_in_epoch / max(1, steps_per_epoch) - o.raw_warmup_epochs
             terms = train_step(train_model, batch["image"], batch["label"], optimizer, prec, cfg.loss,
-                               raw_only=raw_only, grad_clip=o.grad_clip)
+                               raw_only=raw_only, grad_clip=o.grad_clip, loss_epoch=max(0.0, ramp_epoch))
             scheduler.step()
             step += 1
             batch_in_epoch += 1
