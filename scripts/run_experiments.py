@@ -6,7 +6,8 @@ benchmark: `v2` (data/demo, classes = local part appearance under free pose, FGV
 (data/demo-v1, classes = where a mark sits, the positional control). Suites:
 
   recipe    v2, full model, first seed, trained on 80 % of the training split: the branch-weighting
-            remedies (paper weights, raw warm-up, normalised, scheduled). The winner is chosen on the
+            remedies (paper weights, raw warm-up, normalised, scheduled, a halved backbone gradient
+            from the object and jigsaw branches). The winner is chosen on the
             carved validation split (never on test) and, with --use-recipe-winner, added to every
             later run of the same invocation.
   ablation  v2, Table 2 analog for each of --seeds: raw (no suppression), raw + suppression,
@@ -55,6 +56,7 @@ RECIPES = {  # variant -> (label, overrides); the first is the paper's recipe an
     "raw-warmup": ("raw branch alone for 2 epochs", ["optim.raw_warmup_epochs=2"]),
     "normalized": ("weights normalised to sum 1", ["loss.weighting=normalized"]),
     "scheduled": ("beta, gamma ramped over 3 epochs", ["loss.weighting=scheduled", "loss.ramp_epochs=3"]),
+    "aux-scale": ("object/jigsaw backbone gradient x 0.5", ["loss.aux_backbone_scale=0.5"]),
 }
 GRIDS = (1, 2, 4, 8)
 SUITES = ("recipe", "ablation", "zoom", "control", "grid")
