@@ -3,7 +3,9 @@
 Used to build the demo backbone's stand-in for ImageNet pretraining: a separate
 synthetic set (another seed, disjoint from the demo's train and test images) whose
 objects are cut out with their boxes, so a small backbone can learn generic
-"fish and marks" features before FLRDF's weakly supervised training.
+object-and-detail features before FLRDF's weakly supervised training. Works on
+either synthetic version (v1: square images; v2: 256-384 px sides of any aspect,
+each crop cut from the image at its own resolution) and on any box-annotated dataset.
 
     python scripts/make_crop_set.py --dataset cub --root data/pretrain --out data/pretrain-crops --size 64
 """

@@ -1,5 +1,7 @@
 """Copy a dozen test images of the synthetic set into assets/examples/ with their
 ground-truth boxes (assets/examples/examples.json), for the dashboard's examples.
+Either synthetic version: the images are copied as written (v2: JPEGs of 256-384 px
+sides), the boxes are in each image's own pixels.
 
     python scripts/make_examples.py --root data/demo --out assets/examples --count 12
 """

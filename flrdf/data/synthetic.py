@@ -1,4 +1,10 @@
-"""The synthetic fine-grained set the demo, the dashboard examples and CI run on.
+"""The synthetic fine-grained set, version 1 (the positional control), and what every version shares.
+
+Version 1 is defined here; version 2 (classes by the fine appearance of parts,
+the FGVC-shaped set) lives in ``synthetic_v2`` and reuses this module's drawing
+helpers (``field``, ``clutter``, ``finish``, polygon painting), ``tight_box``,
+the seed streams and the CUB-layout writer ``write_cub_tree``.
+docs/SYNTHETIC.md records both designs and their reasons.
 
 ``make_demo_data`` writes a CUB-200-2011-layout tree, so the ``cub`` reader and
 its box path serve it unchanged. Each image holds one stylised fish on a
@@ -11,8 +17,8 @@ flip, rotation, colours, mark jitter - is drawn from random streams seeded by
 of every background and pose parameter by construction. The box is the tight
 box of the object's mask. Deterministic for a seed.
 
-CLI: ``python -m flrdf make-demo-data --out DIR [--classes N] [--train-per-class N]
-[--test-per-class N] [--size PX] [--seed S]``.
+CLI: ``python -m flrdf make-demo-data --out DIR [--version 1|2] [--classes N] [--train-per-class N]
+[--test-per-class N] [--size PX] [--seed S]`` (version 1 by default).
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ import json
 import math
 import shutil
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -178,30 +184,41 @@ def _mark_colour(rng: np.random.Generator, against: np.ndarray) -> np.ndarray:
     return _hsv(hue, sat if luminance > 0.42 else sat * 0.4, value)
 
 
-_GRIDS: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+_GRIDS: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
 
 
-def _grid(size: int):
-    if size not in _GRIDS:
-        _GRIDS[size] = np.meshgrid(np.arange(size, dtype=np.float32), np.arange(size, dtype=np.float32))
-    return _GRIDS[size]
+def _grid(height: int, width: int):
+    if (height, width) not in _GRIDS:
+        if len(_GRIDS) > 64:
+            _GRIDS.clear()
+        _GRIDS[height, width] = np.meshgrid(np.arange(width, dtype=np.float32), np.arange(height, dtype=np.float32))
+    return _GRIDS[height, width]
 
 
-def _background(rng: np.random.Generator, size: int) -> np.ndarray:
-    """Colour field + grating texture + clutter shapes + distractor fish parts + loose marks."""
+def field(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+    """Smooth random colour field plus a faint oriented grating: float32 HxWx3 in [0, 1]."""
     g = int(rng.integers(2, 6))
-    field = cv2.resize(rng.random((g, g, 3)).astype(np.float32), (size, size), interpolation=cv2.INTER_CUBIC)
+    img = cv2.resize(rng.random((g, g, 3)).astype(np.float32), (width, height), interpolation=cv2.INTER_CUBIC)
     lo = rng.uniform(0.05, 0.45)
-    img = lo + rng.uniform(0.25, 0.5) * np.clip(field, 0, 1)
-    xx, yy = _grid(size)
-    theta, period, amp = rng.uniform(0, np.pi), rng.uniform(6, 40) * size / 256, rng.uniform(0.02, 0.1)
+    img = lo + rng.uniform(0.25, 0.5) * np.clip(img, 0, 1)
+    xx, yy = _grid(height, width)
+    unit = math.sqrt(height * width) / 256
+    theta, period, amp = rng.uniform(0, np.pi), rng.uniform(6, 40) * unit, rng.uniform(0.02, 0.1)
     wave = np.sin((xx * math.cos(theta) + yy * math.sin(theta)) * (2 * np.pi / period) + rng.uniform(0, 6.3))
     img = img + amp * wave[..., None] * rng.uniform(-1, 1, 3).astype(np.float32)
-    img = np.ascontiguousarray(np.clip(img, 0, 1), dtype=np.float32)
-    u = size / 256.0
-    for _ in range(int(rng.integers(6, 15))):  # generic clutter
+    return np.ascontiguousarray(np.clip(img, 0, 1), dtype=np.float32)
+
+
+def clutter(img: np.ndarray, rng: np.random.Generator, count: int, tint=None) -> None:
+    """``count`` generic shapes (ellipses, strokes, triangles, rectangles) anywhere on ``img``.
+
+    Colours are random, or ``tint(rng)`` when given (v2 paints look-alikes in the object's colours).
+    """
+    height, width = img.shape[:2]
+    u = math.sqrt(height * width) / 256.0
+    for _ in range(count):
         kind = int(rng.integers(0, 4))
-        cx, cy = rng.uniform(-0.1, 1.1, 2) * size
+        cx, cy = rng.uniform(-0.1, 1.1, 2) * (width, height)
         r = rng.uniform(6, 40) * u
         if kind == 0:
             contour = _ellipse(cx, cy, r, r * rng.uniform(0.3, 1), 24) - (cx, cy)
@@ -214,7 +231,14 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
             contour = np.array([cx, cy]) + rng.uniform(-r, r, (3, 2))
         else:
             contour = _rect(cx - r, cy - r * 0.6, cx + r, cy + r * 0.6)
-        _paint(img, [contour], rng.random(3), rng.uniform(0.4, 1.0))
+        _paint(img, [contour], rng.random(3) if tint is None else tint(rng), rng.uniform(0.4, 1.0))
+
+
+def _background(rng: np.random.Generator, size: int) -> np.ndarray:
+    """Colour field + grating texture + clutter shapes + distractor fish parts + loose marks."""
+    img = field(rng, size, size)
+    u = size / 256.0
+    clutter(img, rng, int(rng.integers(6, 15)))
     for _ in range(int(rng.integers(1, 4))):  # distractor fish parts, object colours, no class marks
         body, fin, belly = _object_colours(rng)
         m = _affine(rng.uniform(0.35, 0.9) * u, rng.uniform(-np.pi, np.pi), bool(rng.integers(0, 2)),
@@ -289,9 +313,10 @@ def _draw_fish(img: np.ndarray, m: np.ndarray, spec: ClassSpec, obj_rng, mark_rn
     return coverage
 
 
-def _finish(img: np.ndarray, rng: np.random.Generator, size: int) -> np.ndarray:
-    """Illumination gradient and sensor noise over the whole picture (class-independent)."""
-    gain = cv2.resize(rng.uniform(0.85, 1.15, (3, 3)).astype(np.float32), (size, size), interpolation=cv2.INTER_LINEAR)
+def finish(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Illumination gradient and sensor noise over the whole picture (class-independent) -> uint8."""
+    height, width = img.shape[:2]
+    gain = cv2.resize(rng.uniform(0.85, 1.15, (3, 3)).astype(np.float32), (width, height), interpolation=cv2.INTER_LINEAR)
     img = img * gain[..., None]
     img += rng.normal(0, rng.uniform(0.01, 0.035), img.shape).astype(np.float32)
     return (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8)
@@ -316,7 +341,7 @@ def render_sample(spec: ClassSpec, seed_key: int | Sequence[int], size: int = 25
     img = _background(bg_rng, size)
     m = _pose(obj_rng, size)
     mask = _draw_fish(img, m, spec, obj_rng, mark_rng)
-    return Sample(_finish(img, finish_rng, size), mask, tight_box(mask))
+    return Sample(finish(img, finish_rng), mask, tight_box(mask))
 
 
 # ----------------------------------------------------------------------------- the tree
@@ -328,43 +353,43 @@ def _prepare(root: Path) -> None:
     (root / "images").mkdir(parents=True, exist_ok=True)
 
 
-def make_demo_data(
+def write_cub_tree(
     out_dir,
-    num_classes: int = 10,
-    train_per_class: int = 60,
-    test_per_class: int = 30,
-    image_size: int = 256,
-    seed: int = 0,
+    class_names: Sequence[str],
+    train_per_class: int,
+    test_per_class: int,
+    render: Callable[[int, int], Sample],
+    meta: dict,
     *,
     progress: bool = False,
 ) -> Path:
-    """Write ``out_dir/CUB_200_2011/`` and return that path (a root the ``cub`` reader accepts).
+    """The CUB-200-2011-layout writer every synthetic version shares.
 
+    Writes ``out_dir/CUB_200_2011/`` (images as JPEG, quality ``JPEG_QUALITY``;
+    images.txt, classes.txt, image_class_labels.txt, train_test_split.txt,
+    bounding_boxes.txt; ``meta`` as ``MARKER_FILE``) and returns that path.
     Image number n (0-based, in images.txt order: class by class, train images
-    first) is drawn from streams seeded by ``(seed, n)``.
+    first) of class c is ``render(c, n)``.
     """
-    specs = class_specs(num_classes)
     if train_per_class < 1 or test_per_class < 0:
         raise ValueError(f"need train_per_class >= 1 and test_per_class >= 0, got {train_per_class}, {test_per_class}")
-    if not 64 <= image_size <= 2048:
-        raise ValueError(f"image size must be between 64 and 2048 pixels, got {image_size}")
     root = Path(out_dir).expanduser().absolute() / "CUB_200_2011"
     _prepare(root)
     images, labels, split, boxes, classes = [], [], [], [], []
-    total = num_classes * (train_per_class + test_per_class)
+    total = len(class_names) * (train_per_class + test_per_class)
     bar = None
     if progress:
         from tqdm import tqdm
 
         bar = tqdm(total=total, unit="img", desc="make-demo-data", file=sys.stderr)
     n = 0
-    for c, spec in enumerate(specs):
-        folder = f"{c + 1:03d}.{spec.name}"
+    for c, name in enumerate(class_names):
+        folder = f"{c + 1:03d}.{name}"
         classes.append(f"{c + 1} {folder}")
         (root / "images" / folder).mkdir(exist_ok=True)
         for k in range(train_per_class + test_per_class):
-            sample = render_sample(spec, (seed, n), image_size)
-            rel = f"{folder}/{spec.name}_{k + 1:04d}.jpg"
+            sample = render(c, n)
+            rel = f"{folder}/{name}_{k + 1:04d}.jpg"
             ok, data = cv2.imencode(".jpg", sample.image[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
             if not ok:
                 raise RuntimeError(f"JPEG encoding failed for {rel}")
@@ -382,33 +407,73 @@ def make_demo_data(
     for name, lines in (("images.txt", images), ("classes.txt", classes), ("image_class_labels.txt", labels),
                         ("train_test_split.txt", split), ("bounding_boxes.txt", boxes)):
         (root / name).write_text("\n".join(lines) + "\n", encoding="utf-8", newline="\n")
-    meta = {"generator": "flrdf.data.synthetic", "seed": seed, "classes": num_classes, "train_per_class": train_per_class,
-            "test_per_class": test_per_class, "image_size": image_size,
-            "class_specs": [{"pattern": s.pattern, "position": s.position} for s in specs]}
     (root / MARKER_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     return root
 
 
+def make_demo_data(
+    out_dir,
+    num_classes: int = 10,
+    train_per_class: int = 60,
+    test_per_class: int = 30,
+    image_size: int = 256,
+    seed: int = 0,
+    *,
+    progress: bool = False,
+) -> Path:
+    """Write the v1 set to ``out_dir/CUB_200_2011/`` and return that path (a root the ``cub`` reader accepts).
+
+    Image number n (0-based, in images.txt order: class by class, train images
+    first) is drawn from streams seeded by ``(seed, n)``.
+    """
+    specs = class_specs(num_classes)
+    if not 64 <= image_size <= 2048:
+        raise ValueError(f"image size must be between 64 and 2048 pixels, got {image_size}")
+    meta = {"generator": "flrdf.data.synthetic", "version": 1, "seed": seed, "classes": num_classes,
+            "train_per_class": train_per_class, "test_per_class": test_per_class, "image_size": image_size,
+            "class_specs": [{"pattern": s.pattern, "position": s.position} for s in specs]}
+    return write_cub_tree(out_dir, [s.name for s in specs], train_per_class, test_per_class,
+                          lambda c, n: render_sample(specs[c], (seed, n), image_size), meta, progress=progress)
+
+
+VERSIONS = (1, 2)
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m flrdf make-demo-data",
-                                     description="Write the synthetic fine-grained set (CUB-200-2011 layout).")
+    parser = argparse.ArgumentParser(
+        prog="python -m flrdf make-demo-data",
+        description="Write the synthetic fine-grained set (CUB-200-2011 layout). Version 1: a mark pattern at a "
+                    "position on a fish (the positional control); version 2: birds that differ only in the fine "
+                    "appearance of wing and head, in clutter, at 256-384 px (see docs/SYNTHETIC.md).")
     parser.add_argument("--out", required=True, help="output folder (CUB_200_2011/ is created inside)")
-    parser.add_argument("--classes", type=int, default=10, help=f"number of classes, 2..{MAX_CLASSES} (default 10)")
+    parser.add_argument("--version", type=int, default=1, choices=VERSIONS, help="generator version (default 1)")
+    parser.add_argument("--classes", type=int, default=10,
+                        help=f"number of classes, 2..{MAX_CLASSES} (v1) or 2..25 (v2) (default 10)")
     parser.add_argument("--train-per-class", type=int, default=60, help="training images per class (default 60)")
     parser.add_argument("--test-per-class", type=int, default=30, help="test images per class (default 30)")
-    parser.add_argument("--size", type=int, default=256, help="image side in pixels (default 256)")
+    parser.add_argument("--size", type=int, default=None,
+                        help="v1: image side in pixels (default 256); v2: the largest side, sides drawn per image "
+                             "between 2/3 of it and it (default 384)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:
         return int(exc.code or 0)
     try:
-        root = make_demo_data(args.out, args.classes, args.train_per_class, args.test_per_class, args.size, args.seed,
-                              progress=True)
+        if args.version == 1:
+            size = 256 if args.size is None else args.size
+            root = make_demo_data(args.out, args.classes, args.train_per_class, args.test_per_class, size, args.seed,
+                                  progress=True)
+        else:
+            from flrdf.data.synthetic_v2 import DEFAULT_MAX_SIDE, make_demo_data_v2
+
+            size = DEFAULT_MAX_SIDE if args.size is None else args.size
+            root = make_demo_data_v2(args.out, args.classes, args.train_per_class, args.test_per_class, size,
+                                     args.seed, progress=True)
     except (ValueError, OSError) as exc:
         print(f"make-demo-data: error: {exc}", file=sys.stderr)
         return 2
     total = args.classes * (args.train_per_class + args.test_per_class)
-    print(f"wrote {total} images in {args.classes} classes to {root}")
+    print(f"wrote {total} images in {args.classes} classes to {root} (synthetic version {args.version})")
     print(f"read it with: python -m flrdf data-info --dataset cub --root {root}")
     return 0
