@@ -1,19 +1,36 @@
 #!/usr/bin/env bash
-# Rebuild the bundled demo model (assets/demo_model.safetensors) and examples from scratch.
-# About 25 minutes on a 2-core CPU. OMP_NUM_THREADS=1 keeps torch from oversubscribing a busy machine;
-# drop it on an idle one.
+# Rebuild the bundled demo model (assets/demo_model.safetensors) and examples from scratch, on the
+# synthetic set v2 (docs/SYNTHETIC.md). About 35 minutes on a 2-core CPU (docs/PERFORMANCE.md).
+#
+#   scripts/make_demo_model.sh [--until data|backbone|model] [TRAIN ARGS...]
+#
+# TRAIN ARGS are added to both training commands (e.g. `--set runtime.device=cuda data.num_workers=4`
+# on a GPU machine). --until stops after the data, after the stand-in backbone, or before the bundled
+# files are replaced. Finished stages are not redone (delete data/ or runs/ entries to redo them).
+# OMP_NUM_THREADS=1 keeps torch from oversubscribing a busy machine; drop it on an idle one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# 1. the synthetic fine-grained set (train 150 / test 40 per class, 10 classes)
-python -m flrdf make-demo-data --out data/demo --train-per-class 150 --test-per-class 40 --seed 0
-# 2. the ImageNet stand-in: object crops of a disjoint synthetic set (seed 1000) -> plain ResNet-18
-python -m flrdf make-demo-data --out data/pretrain --train-per-class 150 --test-per-class 20 --seed 1000
-python scripts/make_crop_set.py --root data/pretrain --out data/pretrain-crops --size 72
-python -m flrdf train --config demo-pretrain --out runs/demo-pretrain
+until=all
+if [ "${1:-}" = "--until" ]; then until=$2; shift 2; fi
+finished() { [ -f "$1/status.json" ] && grep -q '"state": "finished"' "$1/status.json"; }
+
+# 1. the synthetic fine-grained set v2 (train 150 / test 40 per class, 10 classes), and a disjoint
+#    set (seed 1000) for the stand-in pretraining
+[ -f data/demo/CUB_200_2011/flrdf_synthetic.json ] ||
+  python -m flrdf make-demo-data --version 2 --out data/demo --train-per-class 150 --test-per-class 40 --seed 0
+[ -f data/pretrain/CUB_200_2011/flrdf_synthetic.json ] ||
+  python -m flrdf make-demo-data --version 2 --out data/pretrain --train-per-class 150 --test-per-class 20 --seed 1000
+[ "$until" = data ] && exit 0
+# 2. the ImageNet stand-in: a plain ResNet-18 trained on object crops of the disjoint set
+[ -d data/pretrain-crops ] || python scripts/make_crop_set.py --root data/pretrain --out data/pretrain-crops --size 72
+finished runs/demo-pretrain || python -m flrdf train --config demo-pretrain --out runs/demo-pretrain "$@"
 python -m flrdf export --checkpoint runs/demo-pretrain --backbone-out data/demo-backbone.pth
+[ "$until" = backbone ] && exit 0
 # 3. FLRDF itself, weakly supervised (image labels only) on the demo set
-python -m flrdf train --config demo --out runs/demo
+finished runs/demo || python -m flrdf train --config demo --out runs/demo "$@"
 python -m flrdf eval --run runs/demo --out runs/demo/eval_test.json
+[ "$until" = model ] && exit 0
 # 4. the bundled files
 python -m flrdf export --checkpoint runs/demo --model-out assets/demo_model.safetensors
+rm -f assets/examples/*.jpg assets/examples/examples.json
 python scripts/make_examples.py --root data/demo --out assets/examples --count 12

@@ -343,18 +343,26 @@ def main() -> int:
     seeds = tuple(int(x) for x in args.seeds.split(","))
     threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
     recipe: list[str] = []
+    suites = args.suites.split(",")
+
+    def run_all(runs: dict[str, list[str]], extra: list[str]) -> None:
+        if args.only:
+            runs = {k: v for k, v in runs.items() if k in args.only.split(",")}
+        with ThreadPoolExecutor(args.jobs) as pool:
+            list(pool.map(lambda kv: run_one(kv[0], kv[1] + extra, threads), runs.items()))
+
     if not args.summarise_only:
-        for suite in args.suites.split(","):
-            runs = suite_runs(suite, args.epochs, args.image_size, seeds)
-            if args.only:
-                runs = {k: v for k, v in runs.items() if k in args.only.split(",")}
-            extra = args.extra + (recipe if suite != "recipe" else [])
-            with ThreadPoolExecutor(args.jobs) as pool:
-                list(pool.map(lambda kv: run_one(kv[0], kv[1] + extra, threads), runs.items()))
-            if suite == "recipe" and args.use_recipe_winner:
+        if "recipe" in suites:  # first: its winner may apply to everything after it
+            run_all(suite_runs("recipe", args.epochs, args.image_size, seeds), args.extra)
+            if args.use_recipe_winner:
                 sel = recipe_selection(args.epochs, args.image_size, seeds[0])
                 recipe = sel["winner_overrides"] if sel else []
                 print(f"recipe chosen on validation: {sel and sel['winner']} {recipe}", flush=True)
+        rest: dict[str, list[str]] = {}
+        for suite in suites:
+            if suite != "recipe":
+                rest.update(suite_runs(suite, args.epochs, args.image_size, seeds))
+        run_all(rest, args.extra + recipe)  # one pool, so no suite waits for another's stragglers
     print(summarise())
     return 0
 

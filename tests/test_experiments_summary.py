@@ -86,8 +86,8 @@ def test_summary_covers_every_benchmark_and_budget_with_finished_runs(exp, tmp_p
 
 
 def test_recipe_is_chosen_on_validation_never_on_test(exp, tmp_path):
-    tests = {"paper": 0.9, "raw-warmup": 0.5, "normalized": 0.6, "scheduled": 0.7}
-    vals = {"paper": 0.70, "raw-warmup": 0.80, "normalized": 0.80, "scheduled": 0.75}
+    tests = {"paper": 0.9, "raw-warmup": 0.5, "normalized": 0.6, "scheduled": 0.7, "aux-scale": 0.4}
+    vals = {"paper": 0.70, "raw-warmup": 0.80, "normalized": 0.80, "scheduled": 0.75, "aux-scale": 0.6}
     for v in exp.RECIPES:
         name = exp.run_name("v2", "recipe", v, 0, 8, 112)
         _run(tmp_path, name, tests[v])
