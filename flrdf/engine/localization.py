@@ -133,8 +133,9 @@ def evaluate_localization(model, loader, *, methods=DEFAULT_METHODS, tau: float 
     for batch in loader:
         images = precision.prepare(batch["image"])
         labels = batch["label"].to(device)
+        source = {"source": precision.prepare(batch["source"])} if "source" in batch else {}
         with precision.autocast():
-            out = model(images, tau=tau, with_jigsaw=True)
+            out = model(images, tau=tau, with_jigsaw=True, **source)
         b, _, hh, ww = images.shape
         n_images += b
 

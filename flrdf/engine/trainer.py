@@ -236,7 +236,7 @@ def _train(cfg: Config, run: RunDir, resume: bool, rank: int, world: int, local:
                    disable=not (is_main and sys.stderr.isatty()), dynamic_ncols=True)
         for batch in loaders.train:
             terms = train_step(train_model, batch["image"], batch["label"], optimizer, prec, cfg.loss,
-                               raw_only=raw_only, grad_clip=o.grad_clip)
+                               raw_only=raw_only, grad_clip=o.grad_clip, source=batch.get("source"))
             scheduler.step()
             step += 1
             batch_in_epoch += 1
