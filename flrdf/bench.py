@@ -262,6 +262,29 @@ def transform_ms(size: int, source: int, image_px: int = 320, repeats: int = 20)
     return 1000 * (time.perf_counter() - t0) / repeats
 
 
+def _crop_ms(model, prec, data, name, dev, repeats: int = 20) -> dict:
+    """Milliseconds per batch of the object crop alone: from the input (off) or from each source."""
+    from flrdf.boxes import crop_resize
+    from flrdf.zoom import crop_from_source
+
+    out = {}
+    images0 = prec.prepare(data[0][0])
+    hw = tuple(images0.shape[-2:])
+    with torch.inference_mode():
+        model.eval()
+        boxes = model.localize(model.raw_features(images0)[1], hw)[1]
+        for s, (images, src) in data.items():
+            if src is None:
+                x = prec.prepare(images)
+                fn = lambda: crop_resize(x, boxes)  # noqa: E731
+            else:
+                so = prec.prepare(src)
+                fn = lambda: crop_from_source(so, boxes, hw)  # noqa: E731
+            fn()
+            out[f"crop_source_{name[s]}_ms_per_batch"] = round(1000 * _timed(fn, repeats, dev) / repeats, 3)
+    return out
+
+
 def bench_source(backbone="resnet18", size=112, batch=16, sources=(224, 336), iters=2, rounds=3, warmup=1,
                  device="auto", amp=True, channels_last=True, num_classes=200, layer4_stride=2,
                  memory=True, image_px=320) -> dict:
@@ -312,6 +335,7 @@ def bench_source(backbone="resnet18", size=112, batch=16, sources=(224, 336), it
                 ratios = [off / t for off, t in zip(secs[0], secs[s])]
                 result[f"{phase}_source_{name[s]}_ratio"] = round(statistics.median(ratios), 4)
                 result[f"{phase}_source_{name[s]}_ratio_spread"] = [round(min(ratios), 4), round(max(ratios), 4)]
+    result.update(_crop_ms(model, prec, data, name, dev))
     for s in variants:
         result[f"source_{name[s]}_batch_tensor_mb"] = round(batch * 3 * s * s * 4 / 2**20, 2)
         result[f"transform_source_{name[s]}_ms_per_image"] = round(transform_ms(size, s, image_px), 3)
