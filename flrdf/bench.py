@@ -177,10 +177,13 @@ def bench_pipeline(backbone="resnet18", size=224, batch=16, steps=10, device="au
 
 
 # ---------------------------------------------------------------- the zoom source's cost
-def _variant_inputs(batch: int, size: int, source: int, seed: int = 0):
+def _variant_inputs(batch: int, size: int, source: int, seed: int = 0, pin: bool = False):
+    """Random input and source batches; pinned for CUDA, as the training loader pins them."""
     g = torch.Generator().manual_seed(seed)
     images = torch.randn(batch, 3, size, size, generator=g)
     src = torch.randn(batch, 3, source, source, generator=g) if source else None
+    if pin:
+        images, src = images.pin_memory(), None if src is None else src.pin_memory()
     return images, src
 
 
@@ -200,7 +203,7 @@ def _memory_child(spec_json: str) -> None:
     model.to(dev)
     if prec.channels_last:
         model.to(memory_format=torch.channels_last)
-    images, src = _variant_inputs(spec["batch"], spec["size"], spec["source"])
+    images, src = _variant_inputs(spec["batch"], spec["size"], spec["source"], pin=dev.type == "cuda")
     labels = torch.randint(0, spec["classes"], (spec["batch"],))
     opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
     import threading
@@ -302,7 +305,7 @@ def bench_source(backbone="resnet18", size=112, batch=16, sources=(224, 336), it
     opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
     labels = torch.randint(0, num_classes, (batch,))
     variants = [0, *sources]
-    data = {s: _variant_inputs(batch, size, s) for s in variants}
+    data = {s: _variant_inputs(batch, size, s, pin=dev.type == "cuda") for s in variants}
     name = {s: "off" if s == 0 else str(s) for s in variants}
 
     def train_fn(s):
