@@ -105,6 +105,7 @@ def status_text(r: InspectResult, model_name: str) -> str:
              f"tau {r.tau:g}, n {r.jigsaw_n}, seed {r.seed}"]
     if r.iou is not None:
         parts.append(f"FLRDF box IoU with ground truth: **{r.iou:.2f}**")
+    parts.append(crop_note(r))
     parts.append(f"{r.timings_ms.get('total', 0):.0f} ms server-side")
     text = " · ".join(parts) + f"  \nmodel: `{model_name}`"
     gate = gate_text(r.gate)
@@ -123,6 +124,14 @@ def gate_text(g: dict | None) -> str:
                    for v in g["hist"])
     return (f"suppression gate G over {g['n']} channels: mean {g['mean']:.2f}, "
             f"p10 / p50 / p90 {g['p10']:.2f} / {g['p50']:.2f} / {g['p90']:.2f} · 0 `{bars}` 1")
+
+
+def crop_note(r: InspectResult) -> str:
+    """Where the object crop was cut from (what the object branch sees)."""
+    if not getattr(r, "crop_source_px", 0):
+        return f"crop: from the {r.image.shape[1]} px input"
+    detail = "" if r.crop_detail is None or r.crop_detail >= 1 else f", {r.crop_detail * 100:.0f}% real detail"
+    return f"crop: from the uploaded image (view at {r.crop_source_px} px{detail})"
 
 
 def _fmt(box) -> str:

@@ -7,15 +7,26 @@ raw + object). Rounds alternate between the two models and the ratio is the
 median of per-round ratios, which keeps it stable on a noisy machine.
 With ``--pipeline`` it also times the full training step with data loading
 from the synthetic set.
+
+``--source-size 224,336`` measures instead what the zoom source costs
+(``data.source_size``): the same FLRDF model trained and run with its object crop
+cut from the input (source off) and from each source size, rounds alternating;
+images/s as ratios to source off, the peak memory of one step of each variant
+(CPU: the highest RSS while the step runs, sampled every 0.5 ms, minus the RSS
+before it, each variant in a fresh process so one peak cannot hide another;
+CUDA: peak allocated), and the transform's cost of
+rendering the source for one image.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import resource
 import statistics
+import subprocess
 import sys
 import time
 
@@ -37,8 +48,9 @@ def _peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def build_pair(backbone: str, num_classes: int, jigsaw_n: int, tau: float):
-    flrdf = FLRDF(ModelConfig(backbone=backbone, pretrained=False, jigsaw_n=jigsaw_n, tau=tau), num_classes)
+def build_pair(backbone: str, num_classes: int, jigsaw_n: int, tau: float, layer4_stride: int = 2):
+    flrdf = FLRDF(ModelConfig(backbone=backbone, pretrained=False, jigsaw_n=jigsaw_n, tau=tau,
+                              layer4_stride=layer4_stride), num_classes)
     baseline = FLRDF(ModelConfig(backbone=backbone, pretrained=False, branches="raw", suppression="none"), num_classes)
     return flrdf, baseline
 
@@ -164,6 +176,186 @@ def bench_pipeline(backbone="resnet18", size=224, batch=16, steps=10, device="au
     return out
 
 
+# ---------------------------------------------------------------- the zoom source's cost
+def _variant_inputs(batch: int, size: int, source: int, seed: int = 0, pin: bool = False):
+    """Random input and source batches; pinned for CUDA, as the training loader pins them."""
+    g = torch.Generator().manual_seed(seed)
+    images = torch.randn(batch, 3, size, size, generator=g)
+    src = torch.randn(batch, 3, source, source, generator=g) if source else None
+    if pin:
+        images, src = images.pin_memory(), None if src is None else src.pin_memory()
+    return images, src
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def _memory_child(spec_json: str) -> None:
+    """Child process of ``source_memory``: one step of one variant, prints its memory as JSON."""
+    spec = json.loads(spec_json)
+    torch.set_num_threads(int(spec["threads"]))
+    dev = resolve_device(spec["device"])
+    prec = precision_for(dev, spec["amp"], spec["channels_last"])
+    torch.manual_seed(0)
+    model, _ = build_pair(spec["backbone"], spec["classes"], 4, 0.5, spec["layer4_stride"])
+    model.to(dev)
+    if prec.channels_last:
+        model.to(memory_format=torch.channels_last)
+    images, src = _variant_inputs(spec["batch"], spec["size"], spec["source"], pin=dev.type == "cuda")
+    labels = torch.randint(0, spec["classes"], (spec["batch"],))
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+    import threading
+
+    peak_rss, stop = [_rss_mb()], threading.Event()
+
+    def poll():  # ru_maxrss cannot be used: importing torch already peaks higher than one step
+        while not stop.is_set():
+            peak_rss[0] = max(peak_rss[0], _rss_mb())
+            time.sleep(0.0005)
+
+    before = peak_rss[0]
+    watcher = threading.Thread(target=poll, daemon=True)
+    watcher.start()
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+    if spec["phase"] == "train":
+        train_step(model.train(), images, labels, opt, prec, source=src)
+    else:
+        model.eval()
+        with torch.inference_mode(), prec.autocast():
+            model(prec.prepare(images), **({} if src is None else {"source": prec.prepare(src)}))
+    _sync(dev)
+    stop.set()
+    watcher.join()
+    peak_rss[0] = max(peak_rss[0], _rss_mb())
+    if dev.type == "cuda":
+        out = {"peak_mb": round(_peak_memory_mb(dev), 1), "step_mb": round(_peak_memory_mb(dev), 1)}
+    else:
+        out = {"peak_mb": round(peak_rss[0], 1), "step_mb": round(peak_rss[0] - before, 1)}
+    print(json.dumps(out))
+
+
+def source_memory(backbone, size, batch, source, phase, device, amp, channels_last, classes, layer4_stride) -> dict:
+    spec = {"backbone": backbone, "size": size, "batch": batch, "source": source, "phase": phase, "device": device,
+            "amp": amp, "channels_last": channels_last, "classes": classes, "layer4_stride": layer4_stride,
+            "threads": torch.get_num_threads()}
+    code = "import sys; from flrdf.bench import _memory_child; _memory_child(sys.argv[1])"
+    proc = subprocess.run([sys.executable, "-c", code, json.dumps(spec)], capture_output=True, text=True, timeout=900)
+    if proc.returncode != 0:
+        raise RuntimeError(f"memory probe for source {source} ({phase}) failed: {proc.stderr[-2000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def transform_ms(size: int, source: int, image_px: int = 320, repeats: int = 20) -> float:
+    """Milliseconds per image of the training transform (input view, plus the source when given)."""
+    import numpy as np
+    from PIL import Image
+
+    from flrdf.data import build_transform
+
+    rng = np.random.default_rng(0)
+    image = Image.fromarray(rng.integers(0, 256, (image_px, image_px, 3), dtype=np.uint8))
+    transform = build_transform(True, size + size // 7, size, source_size=source)
+    transform.views(image)
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        transform.views(image)
+    return 1000 * (time.perf_counter() - t0) / repeats
+
+
+def _crop_ms(model, prec, data, name, dev, repeats: int = 20) -> dict:
+    """Milliseconds per batch of the object crop alone: from the input (off) or from each source."""
+    from flrdf.boxes import crop_resize
+    from flrdf.zoom import crop_from_source
+
+    out = {}
+    images0 = prec.prepare(data[0][0])
+    hw = tuple(images0.shape[-2:])
+    with torch.inference_mode():
+        model.eval()
+        boxes = model.localize(model.raw_features(images0)[1], hw)[1]
+        for s, (images, src) in data.items():
+            if src is None:
+                x = prec.prepare(images)
+                fn = lambda: crop_resize(x, boxes)  # noqa: E731
+            else:
+                so = prec.prepare(src)
+                fn = lambda: crop_from_source(so, boxes, hw)  # noqa: E731
+            fn()
+            out[f"crop_source_{name[s]}_ms_per_batch"] = round(1000 * _timed(fn, repeats, dev) / repeats, 3)
+    return out
+
+
+def bench_source(backbone="resnet18", size=112, batch=16, sources=(224, 336), iters=2, rounds=3, warmup=1,
+                 device="auto", amp=True, channels_last=True, num_classes=200, layer4_stride=2,
+                 memory=True, image_px=320) -> dict:
+    """The zoom source's cost: one FLRDF model, variants = source off and each size, rounds alternating."""
+    for s in sources:
+        if s < size:
+            raise ValueError(f"--source-size {s} is smaller than the input size {size}")
+    dev = resolve_device(device)
+    prec = precision_for(dev, amp, channels_last)
+    torch.manual_seed(0)
+    model, _ = build_pair(backbone, num_classes, 4, 0.5, layer4_stride)
+    model.to(dev)
+    if prec.channels_last:
+        model.to(memory_format=torch.channels_last)
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+    labels = torch.randint(0, num_classes, (batch,))
+    variants = [0, *sources]
+    data = {s: _variant_inputs(batch, size, s, pin=dev.type == "cuda") for s in variants}
+    name = {s: "off" if s == 0 else str(s) for s in variants}
+
+    def train_fn(s):
+        images, src = data[s]
+        return lambda: train_step(model.train(), images, labels, opt, prec, source=src)
+
+    def infer_fn(s):
+        images, src = data[s]
+        x = prec.prepare(images)
+        kw = {} if src is None else {"source": prec.prepare(src)}
+
+        def run():
+            model.eval()
+            with torch.inference_mode(), prec.autocast():
+                model(x, **kw)
+        return run
+
+    result: dict = {"sources": [name[s] for s in variants], "layer4_stride": layer4_stride}
+    for phase, make in (("train", train_fn), ("infer", infer_fn)):
+        fns = {s: make(s) for s in variants}
+        for s in variants:
+            _timed(fns[s], warmup, dev)
+        secs = {s: [] for s in variants}
+        for _ in range(rounds):
+            for s in variants:
+                secs[s].append(_timed(fns[s], iters, dev))
+        for s in variants:
+            result[f"{phase}_source_{name[s]}_images_per_s"] = round(batch * iters / statistics.median(secs[s]), 2)
+            if s:
+                ratios = [off / t for off, t in zip(secs[0], secs[s])]
+                result[f"{phase}_source_{name[s]}_ratio"] = round(statistics.median(ratios), 4)
+                result[f"{phase}_source_{name[s]}_ratio_spread"] = [round(min(ratios), 4), round(max(ratios), 4)]
+    result.update(_crop_ms(model, prec, data, name, dev))
+    for s in variants:
+        result[f"source_{name[s]}_batch_tensor_mb"] = round(batch * 3 * s * s * 4 / 2**20, 2)
+        result[f"transform_source_{name[s]}_ms_per_image"] = round(transform_ms(size, s, image_px), 3)
+    result["transform_image_px"] = image_px
+    if memory:
+        for phase in ("train", "infer"):
+            mem = {s: source_memory(backbone, size, batch, s, phase, device, amp, channels_last, num_classes,
+                                    layer4_stride) for s in variants}
+            for s in variants:
+                result[f"{phase}_source_{name[s]}_step_memory_mb"] = mem[s]["step_mb"]
+                result[f"{phase}_source_{name[s]}_peak_memory_mb"] = mem[s]["peak_mb"]
+                if s:
+                    result[f"{phase}_source_{name[s]}_step_memory_ratio"] = round(
+                        mem[s]["step_mb"] / max(mem[0]["step_mb"], 1e-9), 4)
+    return result
+
+
 def environment(device: torch.device) -> dict:
     env = {"torch": torch.__version__, "python": platform.python_version(), "machine": platform.machine(),
            "cpu_threads": torch.get_num_threads()}
@@ -190,8 +382,26 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pipeline", action="store_true", help="also time the full step with data loading")
     p.add_argument("--pipeline-steps", type=int, default=10)
     p.add_argument("--workers", type=int, default=-1)
+    p.add_argument("--layer4-stride", type=int, choices=(1, 2), default=2,
+                   help="1: layer4 without downsampling, as the demo model")
+    p.add_argument("--source-size", help="comma-separated zoom source sizes (e.g. 224,336): measure the source's "
+                                         "cost against source off instead of FLRDF against the baseline")
+    p.add_argument("--no-memory", dest="memory", action="store_false",
+                   help="with --source-size: skip the per-variant memory probes (fresh processes)")
     p.add_argument("--out", help="also write the JSON here")
     args = p.parse_args(argv)
+    sources = []
+    if args.source_size:
+        try:
+            sources = [int(v) for v in args.source_size.split(",") if v.strip()]
+        except ValueError:
+            print(f"error: --source-size must be comma-separated integers, got {args.source_size!r}", file=sys.stderr)
+            return 2
+        bad = [v for v in sources if v < args.size]
+        if not sources or bad:
+            print(f"error: --source-size values must be >= --size ({args.size}), got {args.source_size!r}",
+                  file=sys.stderr)
+            return 2
     try:
         dev = resolve_device(args.device)
     except RuntimeError as exc:
@@ -199,10 +409,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     result = {"backbone": args.backbone, "size": args.size, "batch": args.batch, "device": str(dev),
               "precision": precision_for(dev, args.amp, args.channels_last).describe(), **environment(dev)}
-    result.update(bench_models(args.backbone, args.size, args.batch, args.iters, args.rounds, args.warmup,
-                               args.device, args.amp, args.channels_last, args.classes))
-    result["ideal_train_ratio"] = round(1 / 3, 4)
-    result["ideal_infer_ratio"] = 0.5
+    if sources:
+        result.update(bench_source(args.backbone, args.size, args.batch, sources, args.iters, args.rounds,
+                                   args.warmup, args.device, args.amp, args.channels_last, args.classes,
+                                   args.layer4_stride, args.memory))
+    else:
+        result.update(bench_models(args.backbone, args.size, args.batch, args.iters, args.rounds, args.warmup,
+                                   args.device, args.amp, args.channels_last, args.classes))
+        result["ideal_train_ratio"] = round(1 / 3, 4)
+        result["ideal_infer_ratio"] = 0.5
     if args.pipeline:
         result.update(bench_pipeline(args.backbone, args.size, args.batch, args.pipeline_steps, args.device,
                                      args.amp, args.channels_last, args.workers))

@@ -47,6 +47,7 @@ class DataConfig:
     val_fraction: float = 0.0          # carved from the training split; the only basis for a 'best' checkpoint
     on_corrupt: str = "error"          # error | skip
     num_workers: int = -1              # -1: sized to the machine
+    source_size: int | None = 0        # zoom source: the same view at this many px for the object crop (0/null: off)
 
 
 @dataclass
@@ -111,6 +112,7 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
         if "None" in text:
             return None
         raise ConfigError(f"{key}: null is not allowed")
+    text = text.replace(" | None", "")  # optional scalars coerce like their type
     if hint is bool or text == "bool":
         if isinstance(value, bool):
             return value
@@ -240,6 +242,9 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"data.resize ({d.resize}) must be >= data.image_size ({d.image_size}) >= 32")
     if m.branches in ("raw+rdf", "full") and d.image_size % m.jigsaw_n:
         raise ConfigError(f"model.jigsaw_n={m.jigsaw_n} does not tile data.image_size={d.image_size}")
+    if d.source_size and (d.source_size < 0 or d.source_size < d.image_size):
+        raise ConfigError(f"data.source_size must be 0/null (off) or >= data.image_size ({d.image_size}), "
+                          f"got {d.source_size}")
     if not 0.0 <= d.val_fraction < 1.0:
         raise ConfigError(f"data.val_fraction must lie in [0, 1), got {d.val_fraction}")
     if d.on_corrupt not in ("error", "skip"):

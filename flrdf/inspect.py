@@ -7,6 +7,14 @@ jigsaw shuffle seeded per request), computes the requested CAM baselines
 renders every picture as uint8 RGB at the network's input resolution. Boxes
 are given in input pixels and mapped back to the original image's pixels.
 No UI imports: the dashboard only lays the result out.
+
+The object crop shows what the object branch sees. For a model trained with a
+zoom source (``data.source_size``) it is cut from the uploaded image itself: the
+test transform's view of it rendered at ``source_size`` px (capped at the image's
+own pixels) exactly as the evaluation loader renders it, so Inspect's crop and
+predictions are those of ``eval``. For a model trained without one, the crop is
+cut from the network input, as that model's object branch always saw it (a
+sharper crop would be an input it was never trained on).
 """
 
 from __future__ import annotations
@@ -78,6 +86,8 @@ class InspectResult:
     cams: list[CamView] = field(default_factory=list)
     timings_ms: dict[str, float] = field(default_factory=dict)
     gate: dict | None = None       # layer4 suppression gate of this image (flrdf.suppression.gate_stats); None: no suppression
+    crop_source_px: int = 0        # 0: object crop cut from the input; else from the image's view at this size
+    crop_detail: float | None = None  # share of that view's pixels that are the image's own (<= 1)
 
     def preview_scale(self) -> float:
         """Factor from original-image pixels to preview pixels."""
@@ -196,13 +206,16 @@ def inspect_image(loaded: LoadedModel, image, tau: float | None = None, jigsaw_n
         raise InspectError(f"cannot read the image: {exc}") from None
     lap("decode")
 
-    tensor, gt_in = build_transform(False, resize, size)(pil, gt)
+    source_size = int(cfg.data.source_size or 0)
+    transform = build_transform(False, resize, size, source_size=source_size)
+    tensor, gt_in, source = transform.views(pil, gt)
     x = tensor.unsqueeze(0).to(device)
+    zoom = {} if source is None else {"source": source.unsqueeze(0).to(device)}
     perms = random_permutations(1, n * n, generator=torch.Generator().manual_seed(int(seed)))
     lap("preprocess")
 
     with model_lock(model), torch.inference_mode(), capture_gates(model) as seen:
-        out = model(x, tau=tau, jigsaw_n=n, with_jigsaw=True, perms=perms)
+        out = model(x, tau=tau, jigsaw_n=n, with_jigsaw=True, perms=perms, **zoom)
     lap("flrdf forward")
     gate = image_gate(seen)
 
@@ -258,6 +271,8 @@ def inspect_image(loaded: LoadedModel, image, tau: float | None = None, jigsaw_n
         iou=_iou(pred_box, gt_t),
         cams=cams,
         gate=gate,
+        crop_source_px=source_size,
+        crop_detail=round(transform.source_detail(orig_size), 4) if source_size else None,
     )
     lap("render")
     times["total"] = (time.perf_counter() - t_all) * 1000

@@ -2,7 +2,9 @@
 
 raw branch      image -> backbone -> suppression (DRS) -> GAP -> head_raw
 FL module       localization map = channel mean of the suppressed features,
-                box = largest region of map >= tau, crop + resize (no gradient)
+                box = largest region of map >= tau, crop + resize (no gradient);
+                with a ``source`` (the same view at a higher resolution, data.source_size)
+                the crop is cut from the source instead (flrdf.zoom)
 object branch   crop -> backbone -> GAP -> head_object
 RDF branch      crop (or the image, for the raw+rdf ablation) shuffled in an
                 n x n grid -> backbone -> GAP -> head_jigsaw
@@ -23,6 +25,7 @@ from flrdf.boxes import BoxGrid, box_grid, boxes_from_maps, crop_resize, normali
 from flrdf.config import ModelConfig
 from flrdf.jigsaw import check_grid, shuffle_patches
 from flrdf.suppression import Suppression
+from flrdf.zoom import check_source, crop_from_source
 
 def scale_grad(x: torch.Tensor, k: float) -> torch.Tensor:
     """Identity in value; the gradient through it is multiplied by ``k``."""
@@ -131,11 +134,16 @@ class FLRDF(nn.Module):
         raw_only: bool = False,
         with_boxes: bool | None = None,
         perms: torch.Tensor | None = None,
+        source: torch.Tensor | None = None,
     ) -> FLRDFOutput:
         """Training: every configured branch. Evaluation: raw + object (+ jigsaw when
         ``with_jigsaw``). ``raw_only`` runs the raw branch alone (warm-up, baseline);
-        boxes are computed when the object branch needs them or, by default, in evaluation."""
+        boxes are computed when the object branch needs them or, by default, in evaluation.
+        ``source``: the same view at a higher resolution (B, 3, S, S); the object crop (and so
+        the jigsaw input) is cut from it; without it, from ``images``."""
         h, w = images.shape[-2:]
+        if source is not None:
+            check_source(images, source)
         x, xs = self.raw_features(images)
         logits = {"raw": self.heads["raw"](self.pool(xs))}
         plain_map = self.channel_map(x)
@@ -152,13 +160,16 @@ class FLRDF(nn.Module):
 
         # Separate passes (not one concatenated batch): on CPU a doubled batch costs more than twice the time.
         if use_object:
-            object_images = crop_resize(images.detach(), boxes)
+            if source is None:
+                object_images = crop_resize(images.detach(), boxes)
+            else:
+                object_images = crop_from_source(source.detach(), boxes, (h, w))
             logits["object"] = self.heads["object"](self.pool(self._aux(self.backbone(object_images))))
         if use_jigsaw:
             n = self.cfg.jigsaw_n if jigsaw_n is None else jigsaw_n
             check_grid((h, w), n)
-            source = object_images if object_images is not None else images.detach()
-            jigsaw_images = shuffle_patches(source, n, perms=perms)
+            whole = object_images if object_images is not None else images.detach()
+            jigsaw_images = shuffle_patches(whole, n, perms=perms)
             logits["jigsaw"] = self.heads["jigsaw"](self.pool(self._aux(self.backbone(jigsaw_images))))
 
         return FLRDFOutput(

@@ -2,7 +2,10 @@
 
 Samples are dicts that torch's default collate stacks: ``image`` (3xHxW),
 ``label`` (int), ``box`` (4 floats, NaN when the image has no box), ``has_box``
-(bool), ``index`` (the record actually returned).
+(bool), ``index`` (the record actually returned), and ``source`` (3xSxS, the same
+view at ``S = transform.source_size`` px, for the object branch's zoom) when the
+transform has a source size (``BoxTransform.views``). Every source of a dataset
+has the same size, so torch's default collate stacks it like the image.
 
 Corrupt images (``on_corrupt``):
 - ``"error"`` (default): ``ImageLoadError`` naming the file is raised.
@@ -50,12 +53,19 @@ class FGVCDataset(Dataset):
     def _sample(self, index: int) -> dict:
         record = self.records[index]
         image = load_image(record.path, crop_bottom=self.data.crop_bottom)
-        tensor, box = self.transform(image, record.box)
+        source = None
+        if getattr(self.transform, "source_size", 0):
+            tensor, box, source = self.transform.views(image, record.box)
+        else:
+            tensor, box = self.transform(image, record.box)
         if box is None:
             box_out, has_box = torch.full((4,), math.nan, dtype=torch.float32), False
         else:
             box_out, has_box = torch.as_tensor(box, dtype=torch.float32).reshape(4), True
-        return {"image": tensor, "label": int(record.label), "box": box_out, "has_box": has_box, "index": index}
+        sample = {"image": tensor, "label": int(record.label), "box": box_out, "has_box": has_box, "index": index}
+        if source is not None:
+            sample["source"] = source
+        return sample
 
     def _mark_bad(self, index: int, error: ImageLoadError) -> None:
         self._bad.add(index)

@@ -168,7 +168,7 @@ def predict_main(argv: list[str]) -> int:
     except (CheckpointError, RuntimeError) as exc:
         return _fail(str(exc))
     d = loaded.config.data
-    transform = build_transform(False, d.resize, d.image_size)
+    transform = build_transform(False, d.resize, d.image_size, source_size=d.source_size or 0)
     failures = 0
     for path in args.images:
         try:
@@ -177,9 +177,10 @@ def predict_main(argv: list[str]) -> int:
             print(json.dumps({"image": path, "error": str(exc)}))
             failures += 1
             continue
-        x, _ = transform(image, None)
+        x, _, source = transform.views(image, None)
+        zoom = {} if source is None else {"source": source[None].to(device)}
         with torch.no_grad():
-            out = loaded.model(x[None].to(device), tau=args.tau)
+            out = loaded.model(x[None].to(device), tau=args.tau, **zoom)
         probs = out.logits.float().softmax(1)[0]
         k = max(1, min(args.topk, probs.numel()))
         top = probs.topk(k)

@@ -56,8 +56,9 @@ def _run(model, loader, precision, tau, progress, n, gen, keys, sums, has, gates
         images = precision.prepare(batch["image"])
         labels = batch["label"].to(precision.device)
         perms = random_permutations(images.shape[0], n * n, device=images.device, generator=gen)
+        source = {"source": precision.prepare(batch["source"])} if "source" in batch else {}
         with precision.autocast():
-            out = model(images, tau=tau, with_jigsaw=True, perms=perms)
+            out = model(images, tau=tau, with_jigsaw=True, perms=perms, **source)
         k = min(5, out.logits.shape[1])
         top = out.logits.float().topk(k, dim=1).indices
         row = {

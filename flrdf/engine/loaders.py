@@ -1,5 +1,9 @@
 """Datasets and loaders for a configuration: records, validation carve-out, transforms,
-samplers (seeded per epoch, resumable mid-epoch, sharded across DDP ranks)."""
+samplers (seeded per epoch, resumable mid-epoch, sharded across DDP ranks).
+
+With ``data.source_size > 0`` every batch also carries ``source`` (B, 3, S, S): the
+same augmented views at S px for the object branch's zoom (``flrdf.data.transforms``);
+its fixed size lets the default collate stack it."""
 
 from __future__ import annotations
 
@@ -19,6 +23,11 @@ def records_for(cfg: DataConfig, split: str) -> DatasetRecords:
     if cfg.dataset == "aircraft":
         options = {"annotation_level": cfg.annotation_level, "crop_banner": cfg.crop_banner}
     return load_records(cfg.dataset, cfg.root, split, **options)
+
+
+def transform_for(cfg: DataConfig, train: bool):
+    """The training or test transform of a data config, with its zoom source when configured."""
+    return build_transform(train, cfg.resize, cfg.image_size, source_size=getattr(cfg, "source_size", 0) or 0)
 
 
 def carve_validation(data: DatasetRecords, fraction: float, seed: int) -> tuple[DatasetRecords, DatasetRecords | None]:
@@ -80,7 +89,7 @@ class Loaders:
 
 def _loader(data: DatasetRecords, cfg: DataConfig, train: bool, batch: int, sampler, workers: int, pin: bool,
             drop_last: bool) -> DataLoader:
-    ds = FGVCDataset(data, build_transform(train, cfg.resize, cfg.image_size), on_corrupt=cfg.on_corrupt)
+    ds = FGVCDataset(data, transform_for(cfg, train), on_corrupt=cfg.on_corrupt)
     # Training workers are not persistent: re-created each epoch, they draw their seeds from the
     # main RNG at that epoch, so a run resumed from an epoch checkpoint augments exactly as before.
     return DataLoader(ds, batch_size=batch, sampler=sampler, num_workers=workers, pin_memory=pin,

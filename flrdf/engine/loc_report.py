@@ -282,7 +282,8 @@ def _run(args, source: Path, out: Path, progress: Progress) -> dict:
     subset = DatasetRecords([data.records[i] for i in keep], data.class_names, data.crop_bottom, data.meta)
     if not any(r.box is not None for r in subset.records):
         raise ValueError(f"the {split!r} split of {cfg.data.dataset} at {cfg.data.root} has no ground-truth boxes")
-    ds = FGVCDataset(subset, build_transform(False, cfg.data.resize, cfg.data.image_size), cfg.data.on_corrupt)
+    ds = FGVCDataset(subset, build_transform(False, cfg.data.resize, cfg.data.image_size,
+                                             source_size=cfg.data.source_size or 0), cfg.data.on_corrupt)
     loader = DataLoader(ds, batch_size=max(1, args.batch_size), shuffle=False, num_workers=max(0, args.workers))
     progress.total = len(ds)
     progress.data.update(total=len(ds), phase="evaluating")
