@@ -127,15 +127,10 @@ def evaluate_localization(model, loader, *, methods=DEFAULT_METHODS, tau: float 
     for batch in loader:
         images = precision.prepare(batch["image"])
         labels = batch["label"].to(device)
-<<<<<<< HEAD
-        with precision.autocast(), capture_gates(model) as seen:
-            out = model(images, tau=tau, with_jigsaw=True)
-        tally_gates(gates, seen)
-=======
         source = {"source": precision.prepare(batch["source"])} if "source" in batch else {}
-        with precision.autocast():
+        with precision.autocast(), capture_gates(model) as seen:
             out = model(images, tau=tau, with_jigsaw=True, **source)
->>>>>>> zoom
+        tally_gates(gates, seen)
         b, _, hh, ww = images.shape
         n_images += b
 

@@ -60,26 +60,16 @@ def precision_for(device: torch.device, amp: bool = True, channels_last: bool = 
 
 
 def train_step(model, images, labels, optimizer, precision: Precision, loss_cfg: LossConfig | None = None,
-<<<<<<< HEAD
-               raw_only: bool = False, grad_clip: float = 0.0, loss_epoch: float | None = None) -> dict[str, torch.Tensor]:
-    """Forward, loss, backward, optimizer step. Returns the detached loss terms (still on device)."""
-=======
-               raw_only: bool = False, grad_clip: float = 0.0,
+               raw_only: bool = False, grad_clip: float = 0.0, loss_epoch: float | None = None,
                source: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """Forward, loss, backward, optimizer step. Returns the detached loss terms (still on device).
     ``source``: the batch's zoom source (``data.source_size``), moved like the images."""
->>>>>>> zoom
     images = precision.prepare(images)
     labels = labels.to(precision.device, non_blocking=True)
     kwargs = {} if source is None or raw_only else {"source": precision.prepare(source)}
     with precision.autocast():
-<<<<<<< HEAD
-        out = model(images, raw_only=raw_only)
-    terms = flrdf_loss(out, labels, loss_cfg, epoch=loss_epoch)
-=======
         out = model(images, raw_only=raw_only, **kwargs)
-    terms = flrdf_loss(out, labels, loss_cfg)
->>>>>>> zoom
+    terms = flrdf_loss(out, labels, loss_cfg, epoch=loss_epoch)
     optimizer.zero_grad(set_to_none=True)
     loss = terms["loss_total"]
     if precision.scaler is not None:

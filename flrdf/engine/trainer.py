@@ -238,11 +238,8 @@ def _train(cfg: Config, run: RunDir, resume: bool, rank: int, world: int, local:
         for batch in loaders.train:
             ramp_epoch = epoch + batch_in_epoch / max(1, steps_per_epoch) - o.raw_warmup_epochs
             terms = train_step(train_model, batch["image"], batch["label"], optimizer, prec, cfg.loss,
-<<<<<<< HEAD
-                               raw_only=raw_only, grad_clip=o.grad_clip, loss_epoch=max(0.0, ramp_epoch))
-=======
-                               raw_only=raw_only, grad_clip=o.grad_clip, source=batch.get("source"))
->>>>>>> zoom
+                               raw_only=raw_only, grad_clip=o.grad_clip, loss_epoch=max(0.0, ramp_epoch),
+                               source=batch.get("source"))
             scheduler.step()
             step += 1
             batch_in_epoch += 1
