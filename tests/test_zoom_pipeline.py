@@ -57,7 +57,7 @@ def test_loaders_yield_the_source_and_the_step_and_evaluation_use_it(demo_root, 
 
     torch.manual_seed(0)
     model = Recorder(FLRDF(cfg.model, 4))
-    monkeypatch.setattr("flrdf.engine.evaluate.unwrap", lambda m: m)
+    monkeypatch.setattr("flrdf.engine.evaluate.unwrap", lambda m: m.model if isinstance(m, Recorder) else m)
     prec = precision_for(torch.device("cpu"), amp=False, channels_last=False)
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
     terms = train_step(model.train(), batch["image"], batch["label"], opt, prec, source=batch["source"])
