@@ -14,17 +14,18 @@ until=all
 if [ "${1:-}" = "--until" ]; then until=$2; shift 2; fi
 finished() { [ -f "$1/status.json" ] && grep -q '"state": "finished"' "$1/status.json"; }
 
-# 1. the synthetic fine-grained set v2 (train 150 / test 40 per class, 10 classes), and a disjoint
-#    set (seed 1000) for the stand-in pretraining
+# 1. the synthetic fine-grained set v2 (train 150 / test 40 per class, 10 classes)
 [ -f data/demo/CUB_200_2011/flrdf_synthetic.json ] ||
   python -m flrdf make-demo-data --version 2 --out data/demo --train-per-class 150 --test-per-class 40 --seed 0
-[ -f data/pretrain/CUB_200_2011/flrdf_synthetic.json ] ||
-  python -m flrdf make-demo-data --version 2 --out data/pretrain --train-per-class 150 --test-per-class 20 --seed 1000
 [ "$until" = data ] && exit 0
-# 2. the ImageNet stand-in: a plain ResNet-18 trained on object crops of the disjoint set
-[ -d data/pretrain-crops ] || python scripts/make_crop_set.py --root data/pretrain --out data/pretrain-crops --size 72
-finished runs/demo-pretrain || python -m flrdf train --config demo-pretrain --out runs/demo-pretrain "$@"
-python -m flrdf export --checkpoint runs/demo-pretrain --backbone-out data/demo-backbone.pth
+# 2. the ImageNet stand-in: a plain ResNet-18 trained on object crops of a disjoint set (seed 1000)
+if [ ! -f data/demo-backbone.pth ]; then
+  [ -f data/pretrain/CUB_200_2011/flrdf_synthetic.json ] ||
+    python -m flrdf make-demo-data --version 2 --out data/pretrain --train-per-class 150 --test-per-class 20 --seed 1000
+  [ -d data/pretrain-crops ] || python scripts/make_crop_set.py --root data/pretrain --out data/pretrain-crops --size 72
+  finished runs/demo-pretrain || python -m flrdf train --config demo-pretrain --out runs/demo-pretrain "$@"
+  python -m flrdf export --checkpoint runs/demo-pretrain --backbone-out data/demo-backbone.pth
+fi
 [ "$until" = backbone ] && exit 0
 # 3. FLRDF itself, weakly supervised (image labels only) on the demo set
 finished runs/demo || python -m flrdf train --config demo --out runs/demo "$@"
