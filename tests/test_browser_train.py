@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 
 import pytest
 from test_browser import CHROMIUM, open_page
-from test_engine import run_cli, tiny
 
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium")
 
@@ -77,23 +77,19 @@ def test_launch_from_the_form_and_watch_it_live(page, studio, tmp_path_factory):
     assert (runs_dir / run / "checkpoints" / "last.pt").is_file()
 
 
-def _checkpointed_run(runs_dir, root):
-    """The run the launch test left, or (when it ran alone or failed) a one-epoch CLI run."""
+def _checkpointed_run(runs_dir, request):
+    """The run the launch test left, or (when it ran alone or failed) a copy of the session's tiny_run."""
     if runs_dir.is_dir():
         done = [p for p in sorted(runs_dir.iterdir()) if (p / "checkpoints" / "last.pt").is_file()]
         if done:
             return done[0]
-    run = runs_dir / "cli-tiny"
-    proc = run_cli(["train", "--config", "demo", "--out", str(run), *tiny(root, **{"optim.epochs": 1})])
-    _, err = proc.communicate(timeout=300)
-    assert proc.returncode == 0, err
-    return run
+    return shutil.copytree(request.getfixturevalue("tiny_run"), runs_dir / "cli-tiny")
 
 
-def test_evaluate_tab_in_the_browser(page, studio, tmp_path_factory):
-    _, runs_dir, root = studio
+def test_evaluate_tab_in_the_browser(page, studio, tmp_path_factory, request):
+    _, runs_dir, _ = studio
     shots = tmp_path_factory.getbasetemp()
-    run = _checkpointed_run(runs_dir, root)
+    run = _checkpointed_run(runs_dir, request)
     page.get_by_role("tab", name="Evaluate").click()
     source = page.locator("#eval-source input").first
     source.fill(str(run))
