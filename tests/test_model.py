@@ -63,7 +63,9 @@ def _by_hand_gate(x: torch.Tensor, mode: str, suppression) -> torch.Tensor | flo
     """The DRS gate written out: sigmoid(W @ GAP(X)) (learnable) or the constant delta (fixed)."""
     if mode == "fixed":
         return suppression.delta
-    return torch.sigmoid(x.mean(dim=(2, 3)) @ suppression.controller.fc.weight.T)[:, :, None, None]
+    fc = suppression.controller.fc
+    logits = x.mean(dim=(2, 3)) @ fc.weight.T + (0.0 if fc.bias is None else fc.bias)
+    return torch.sigmoid(logits)[:, :, None, None]
 
 
 def _by_hand_suppress(x: torch.Tensor, gate) -> torch.Tensor:
