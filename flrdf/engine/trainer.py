@@ -171,7 +171,6 @@ def _train(cfg: Config, run: RunDir, resume: bool, rank: int, world: int, local:
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(total_steps, o.warmup_steps, o.schedule))
 
     epoch, step, start_in_epoch = 0, 0, 0
-    resume_rng = None  # a mid-epoch resume restores the RNG once the epoch's batch iterator exists
     if resume:
         if not run.last.is_file():
             raise FileNotFoundError(f"--resume: {run.last} does not exist (nothing to resume)")
@@ -184,8 +183,6 @@ def _train(cfg: Config, run: RunDir, resume: bool, rank: int, world: int, local:
         epoch, step = state["epoch"], state["step"]
         start_in_epoch = state["extra"].get("batch_in_epoch", 0)
         set_rng_state(state["rng"])
-        if start_in_epoch:
-            resume_rng = state["rng"]
         if is_main:
             run.truncate_metrics_after(step)
         log.info("resumed from %s at epoch %d, step %d", run.last, epoch, step)
@@ -229,6 +226,10 @@ def _train(cfg: Config, run: RunDir, resume: bool, rank: int, world: int, local:
         loaders.train_sampler.set_epoch(epoch, start_in_epoch * o.batch_size)
         batch_in_epoch = start_in_epoch
         start_in_epoch = 0
+        # Creating the epoch's batch iterator draws a base seed from the DataLoader's generator (by default the
+        # global RNG). A run stopped mid-epoch drew it before its checkpoint saved the RNG, so the resumed part
+        # of that epoch draws from a throwaway generator: the restored RNG stream then continues exactly.
+        loaders.train.generator = torch.Generator() if batch_in_epoch else None
         raw_only = epoch < o.raw_warmup_epochs
         train_model.train()
         sums = torch.zeros(4, device=device)
@@ -237,14 +238,7 @@ def _train(cfg: Config, run: RunDir, resume: bool, rank: int, world: int, local:
         epoch_sums, epoch_steps, epoch_t0 = torch.zeros(4, device=device), 0, time.perf_counter()
         bar = tqdm(total=steps_per_epoch, initial=batch_in_epoch, desc=f"epoch {epoch + 1}/{o.epochs}",
                    disable=not (is_main and sys.stderr.isatty()), dynamic_ncols=True)
-        batches = iter(loaders.train)
-        if resume_rng is not None:
-            # Creating a DataLoader iterator draws its base seed from the global RNG. The interrupted run
-            # drew it at the start of this epoch, before its checkpoint saved the RNG: restore the RNG after
-            # the draw, so the rest of the epoch (augmentation, jigsaw shuffles) continues the same stream.
-            set_rng_state(resume_rng)
-            resume_rng = None
-        for batch in batches:
+        for batch in loaders.train:
             terms = train_step(train_model, batch["image"], batch["label"], optimizer, prec, cfg.loss,
                                raw_only=raw_only, grad_clip=o.grad_clip)
             scheduler.step()
