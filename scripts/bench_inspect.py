@@ -8,6 +8,11 @@ and min per variant and the 5-vs-1 ratio, for each CPU thread count asked for
 (dashboard.app.set_compute_threads; the app's default is half the cores).
 
     python scripts/bench_inspect.py [--repeats 7] [--threads 1,2] [--device cpu] [--skip-resnet50]
+                                    [--out docs/results/bench_inspect_cpu.json] [--note TEXT]
+
+Prints one JSON object and writes it to ``--out`` (``--out ''``: print only). No test asserts
+these figures (tests/test_inspect.py checks that every stage is reported, not how long it took);
+docs/PERFORMANCE.md reports them.
 """
 
 from __future__ import annotations
@@ -74,6 +79,9 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="cpu")
     p.add_argument("--skip-resnet50", action="store_true")
     p.add_argument("--threads", default="0", help="comma-separated thread counts (0: the app's default)")
+    p.add_argument("--out", default=str(ROOT / "docs" / "results" / "bench_inspect_cpu.json"),
+                   help="also write the JSON here ('' to print only)")
+    p.add_argument("--note", default="", help="what else ran on the machine (recorded in the JSON)")
     args = p.parse_args(argv)
     device = resolve_device(args.device)
     thread_counts = [int(t) for t in args.threads.split(",")]
@@ -86,7 +94,7 @@ def main(argv=None) -> int:
         report = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
                               "torch_threads": torch.get_num_threads(), "device": str(device),
                               "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
-                              "load_avg_before": [round(v, 2) for v in os.getloadavg()]},
+                              "load_avg_before": [round(v, 2) for v in os.getloadavg()], "note": args.note},
                   "results": []}
         if DEMO.is_file():
             demo = load_model(DEMO, device)
@@ -104,7 +112,11 @@ def main(argv=None) -> int:
                 report["results"].append({"model": "random-init resnet50", "backbone": "resnet50", "threads": threads,
                                           "input_px": 448, **bench(r50, image, max(3, args.repeats // 2), warmup=1)})
         report["machine"]["load_avg_after"] = [round(v, 2) for v in os.getloadavg()]
-    print(json.dumps(report, indent=2))
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(text + "\n")
     return 0
 
 

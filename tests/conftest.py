@@ -3,6 +3,11 @@
 Dashboard (tests/test_inspect.py, test_app.py, test_browser.py): a tiny random-init
 FLRDF model file (ResNet-18, 64 px), a few synthetic example images with boxes,
 bad-input files, and one in-process dashboard server per session.
+
+Training (tests/test_engine.py, test_browser_train.py): one tiny synthetic dataset
+(``demo_root``), the ``tiny()`` overrides that shrink the demo config to seconds, and
+ONE uninterrupted 3-epoch CLI run of it (``tiny_run``) that every test needing a
+trained run or a reference run shares, instead of each training its own.
 """
 
 from __future__ import annotations
@@ -11,6 +16,8 @@ import json
 import os
 import socket
 import struct
+import subprocess
+import sys
 import zlib
 from pathlib import Path
 
@@ -19,6 +26,54 @@ import pytest
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 TINY_CLASSES = 4
+ROOT = Path(__file__).resolve().parents[1]
+TINY_RUN_EPOCHS = 3  # 4 steps per epoch (32 training images, batch 8): 12 steps
+
+
+# ---------------------------------------------------------------- training fixtures
+def tiny(root, **extra) -> list[str]:
+    """``--set`` arguments that shrink the demo config to a run of seconds on ``root`` (see ``demo_root``)."""
+    sets = {"data.root": str(root), "model.weights": "null", "model.layer4_stride": 2, "data.image_size": 64,
+            "data.resize": 72, "data.num_workers": 0, "optim.batch_size": 8, "optim.epochs": 2,
+            "optim.raw_warmup_epochs": 0, "optim.warmup_steps": 0, "optim.lr_backbone": 0.02, "optim.lr_new": 0.02,
+            "runtime.log_every": 1, "runtime.device": "cpu", "runtime.deterministic": True, "runtime.eval_every": 0}
+    sets.update(extra)
+    args = []
+    for k, v in sets.items():
+        args += ["--set", f"{k}={v}"]
+    return args
+
+
+def run_cli(args) -> subprocess.Popen:
+    """``python -m flrdf ARGS`` as a child process with one compute thread (same float order in every run)."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    return subprocess.Popen([sys.executable, "-m", "flrdf", *args], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.fixture(scope="session")
+def demo_root(tmp_path_factory) -> Path:
+    """The tiny synthetic dataset: 4 classes, 8 train / 3 test images each, 80 px, CUB layout. Read-only."""
+    from flrdf.data.synthetic import make_demo_data
+
+    out = tmp_path_factory.mktemp("demo")
+    make_demo_data(out, num_classes=4, train_per_class=8, test_per_class=3, image_size=80, seed=0)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, demo_root) -> Path:
+    """One finished, uninterrupted CLI run: ``tiny(demo_root, optim.epochs=3)``. Read-only: copy it to change it."""
+    run = tmp_path_factory.mktemp("tiny_run") / "run"
+    proc = run_cli(["train", "--config", "demo", "--out", str(run), *tiny_run_args(demo_root)])
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err[-3000:]
+    return run
+
+
+def tiny_run_args(root) -> list[str]:
+    """The arguments ``tiny_run`` was trained with (a resumed run must use the same to match it)."""
+    return tiny(root, **{"optim.epochs": TINY_RUN_EPOCHS})
 
 
 def pytest_configure(config):
@@ -148,16 +203,14 @@ def dashboard_url(tiny_model_file, examples_dir, tmp_path_factory):
 
 # ---------------------------------------------------------------- Train / Evaluate tab fixtures
 @pytest.fixture(scope="session")
-def studio(tmp_path_factory, tiny_model_file, examples_dir):
-    """(url, runs_dir, demo_root): the dashboard over its own empty runs folder, and a tiny synthetic
-    dataset (4 classes, 8 train / 3 test images each, 80 px). Jobs still running at the end are stopped."""
+def studio(tmp_path_factory, tiny_model_file, examples_dir, demo_root):
+    """(url, runs_dir, demo_root): the dashboard over its own empty runs folder, and the tiny synthetic
+    dataset (``demo_root``). Jobs still running at the end are stopped."""
     from dashboard.app import build_app, launch
     from dashboard.context import DashboardContext
-    from flrdf.data.synthetic import make_demo_data
 
     base = tmp_path_factory.mktemp("studio")
-    root = base / "demo"
-    make_demo_data(root, num_classes=4, train_per_class=8, test_per_class=3, image_size=80, seed=0)
+    root = demo_root
     runs_dir = base / "runs"
     ctx = DashboardContext.create(tiny_model_file, runs_dir, "cpu", examples_dir)
     app = build_app(ctx=ctx)

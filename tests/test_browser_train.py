@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import json
 import re
-import time
+import shutil
 
 import pytest
 from test_browser import CHROMIUM, open_page
-from test_engine import run_cli, tiny
 
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium")
 
@@ -29,8 +28,8 @@ def _fill(page, elem: str, value) -> None:
     box.press("Tab")  # commit (change event)
 
 
-def _points(page) -> int:
-    m = re.search(r"loss points: (\d+)", page.locator("#train-status").inner_text())
+def _points(text: str) -> int:
+    m = re.search(r"loss points: (\d+)", text)
     return int(m.group(1)) if m else 0
 
 
@@ -47,55 +46,50 @@ def test_launch_from_the_form_and_watch_it_live(page, studio, tmp_path_factory):
     # each field's change event re-renders the command; wait for the last one to land
     command.get_by_text(re.compile(r"optim\.epochs=200.*optim\.warmup_steps=0", re.S)).first.wait_for()
     assert "OMP_NUM_THREADS=1" in command.inner_text()
-    t0 = time.monotonic()
     page.locator("#train-launch").click()
     page.locator("#train-launch-msg", has_text="Launched").wait_for()
     run = re.search(r"Launched (\S+)", page.locator("#train-launch-msg").inner_text()).group(1)
     status = page.locator("#train-status")
-    status.filter(has_text=re.compile(r"state: running")).wait_for(timeout=60_000)
-    status.filter(has_text=re.compile(r"loss points: [1-9]")).wait_for(timeout=90_000)
-    first_point_s = time.monotonic() - t0
+    # generous timeouts: they only keep a broken run from hanging the suite (no speed is asserted here;
+    # scripts/bench_live_curves.py measures the line -> screen latency)
+    status.filter(has_text=re.compile(r"state: running")).wait_for(timeout=120_000)
+    status.filter(has_text=re.compile(r"loss points: [1-9]")).wait_for(timeout=180_000)
     plot = page.locator("#train-loss-plot img").first
     plot.wait_for(state="visible")
-    # every new metrics line reaches the page within 3 s of being written
-    latencies = []
+    # new metrics lines keep reaching the page: the count grows, and what the page shows is the line the
+    # job wrote (its step and total loss), never more lines than are in the file
     for _ in range(3):
-        n = _points(page)
-        status.filter(has_text=re.compile(rf"loss points: (?!{n}\b)\d+")).wait_for(timeout=30_000)
-        seen = time.time()
-        shown = _points(page)
+        n = _points(status.inner_text())
+        status.filter(has_text=re.compile(rf"loss points: (?!{n}\b)\d+")).wait_for(timeout=90_000)
+        text = status.inner_text()
+        shown = _points(text)
         lines = [json.loads(x) for x in (runs_dir / run / "metrics.jsonl").read_text().splitlines()]
-        written = [r["time"] for r in lines if "loss_total" in r][shown - 1]
-        latencies.append(seen - written)
-    assert max(latencies) < 3.0, latencies
+        losses = [r for r in lines if "loss_total" in r]
+        assert n < shown <= len(losses), (n, shown, len(losses))
+        line = losses[shown - 1]
+        assert re.search(rf"step {line['step']}\b", text) and f"L_total {line['loss_total']:.3f}" in text, (text, line)
     src_before = plot.get_attribute("src")
-    page.wait_for_function("([el, old]) => el.src !== old", arg=[plot.element_handle(), src_before], timeout=30_000)
+    page.wait_for_function("([el, old]) => el.src !== old", arg=[plot.element_handle(), src_before], timeout=90_000)
     assert run in page.locator("#train-runs").inner_text()
     page.screenshot(path=str(shots / "train_tab.png"), full_page=True)
     page.locator("#train-stop").click()
-    status.filter(has_text=re.compile(r"state: stopped")).wait_for(timeout=60_000)
+    status.filter(has_text=re.compile(r"state: stopped")).wait_for(timeout=120_000)
     assert (runs_dir / run / "checkpoints" / "last.pt").is_file()
-    print(f"\nbrowser: first loss point {first_point_s:.1f} s after Launch; new line -> screen "
-          f"{', '.join(f'{x:.2f}' for x in latencies)} s")
 
 
-def _checkpointed_run(runs_dir, root):
-    """The run the launch test left, or (when it ran alone or failed) a one-epoch CLI run."""
+def _checkpointed_run(runs_dir, request):
+    """The run the launch test left, or (when it ran alone or failed) a copy of the session's tiny_run."""
     if runs_dir.is_dir():
         done = [p for p in sorted(runs_dir.iterdir()) if (p / "checkpoints" / "last.pt").is_file()]
         if done:
             return done[0]
-    run = runs_dir / "cli-tiny"
-    proc = run_cli(["train", "--config", "demo", "--out", str(run), *tiny(root, **{"optim.epochs": 1})])
-    _, err = proc.communicate(timeout=300)
-    assert proc.returncode == 0, err
-    return run
+    return shutil.copytree(request.getfixturevalue("tiny_run"), runs_dir / "cli-tiny")
 
 
-def test_evaluate_tab_in_the_browser(page, studio, tmp_path_factory):
-    _, runs_dir, root = studio
+def test_evaluate_tab_in_the_browser(page, studio, tmp_path_factory, request):
+    _, runs_dir, _ = studio
     shots = tmp_path_factory.getbasetemp()
-    run = _checkpointed_run(runs_dir, root)
+    run = _checkpointed_run(runs_dir, request)
     page.get_by_role("tab", name="Evaluate").click()
     source = page.locator("#eval-source input").first
     source.fill(str(run))

@@ -30,9 +30,26 @@ def _no_hooks(model):
     return not layer._forward_hooks and not layer._backward_hooks
 
 
-def test_raw_branch_matches_model_logits(model, images):
+def test_raw_branch_is_the_raw_classifier_written_out(model, images):
+    """RawBranch = backbone -> DRS (min(X, X_max * sigmoid(W GAP(X)))) -> GAP -> heads['raw'], computed here
+    from the layers' weights without raw_features / pool, and it is what the model's raw logits are."""
+    bb = model.backbone
     with torch.no_grad():
-        assert torch.allclose(RawBranch(model)(images), model(images).logits_raw, atol=1e-5)
+        x = bb.layer4(bb.layer3(bb.layer2(bb.layer1(bb.stem(images)))))
+        fc = model.suppression.controller.fc
+        gate = torch.sigmoid(x.mean(dim=(2, 3)) @ fc.weight.T + (0.0 if fc.bias is None else fc.bias))
+        xs = torch.minimum(x, x.amax(dim=(2, 3), keepdim=True) * gate[:, :, None, None])
+        head = model.heads["raw"]
+        expected = xs.mean(dim=(2, 3)) @ head.weight.T + head.bias
+        unsuppressed = x.mean(dim=(2, 3)) @ head.weight.T + head.bias
+        wrapper = RawBranch(model)
+        got = wrapper(images)
+    assert wrapper.target_layer is model.backbone.layer4
+    assert got.shape == (2, 5)
+    assert torch.allclose(got, expected, atol=1e-5)
+    assert not torch.allclose(got, unsuppressed, atol=1e-3)  # the suppression is in the path
+    with torch.no_grad():
+        assert torch.allclose(model(images).logits_raw, expected, atol=1e-5)
 
 
 def test_shared_pass_equals_each_standalone_method(model, images):

@@ -526,13 +526,13 @@ def test_data_info_subprocess(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     cmd = [sys.executable, "-m", "flrdf", "data-info", "--dataset", "aircraft", "--root", str(tmp_path),
            "--split", "test", "--records"]
-    done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, timeout=60)
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
     assert done.returncode == 0, done.stderr
     assert [json.loads(line) for line in done.stdout.splitlines()] == [
         {"path": str(data / "images" / "0056978.jpg"), "label": 2, "class_name": "F/A-18", "box": [1.0, 2.0, 79.0, 40.0]},
         {"path": str(data / "images" / "1111111.jpg"), "label": 1, "class_name": "BAE 146-200", "box": [5.0, 6.0, 60.0, 20.0]},
     ]
-    bad = subprocess.run(cmd[:-4] + [str(tmp_path / "missing")], capture_output=True, text=True, env=env, cwd=REPO, timeout=60)
+    bad = subprocess.run(cmd[:-4] + [str(tmp_path / "missing")], capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
     assert bad.returncode == 2 and bad.stdout == ""
     assert bad.stderr.strip().startswith("data-info: error: aircraft: dataset root not found:")
     assert "Traceback" not in bad.stderr

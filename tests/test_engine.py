@@ -13,36 +13,12 @@ import torch
 
 from flrdf.cli import main as cli_main
 from flrdf.config import ConfigError, load_config
-from flrdf.data.synthetic import make_demo_data
 from flrdf.engine.checkpoint import CheckpointError, load_model, read_checkpoint
 from flrdf.engine.rundir import read_metrics
 
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import ROOT, run_cli, tiny, tiny_run_args  # noqa: F401 - re-exported for older imports
 
-
-@pytest.fixture(scope="module")
-def demo_root(tmp_path_factory):
-    out = tmp_path_factory.mktemp("demo")
-    make_demo_data(out, num_classes=4, train_per_class=8, test_per_class=3, image_size=80, seed=0)
-    return out
-
-
-def tiny(root, **extra):
-    sets = {"data.root": str(root), "model.weights": "null", "model.layer4_stride": 2, "data.image_size": 64, "data.resize": 72, "data.num_workers": 0,
-            "optim.batch_size": 8, "optim.epochs": 2, "optim.raw_warmup_epochs": 0, "optim.warmup_steps": 0,
-            "optim.lr_backbone": 0.02, "optim.lr_new": 0.02, "runtime.log_every": 1, "runtime.device": "cpu",
-            "runtime.deterministic": True, "runtime.eval_every": 0}
-    sets.update(extra)
-    args = []
-    for k, v in sets.items():
-        args += ["--set", f"{k}={v}"]
-    return args
-
-
-def run_cli(args):
-    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
-    return subprocess.Popen([sys.executable, "-m", "flrdf", *args], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+STEPS_PER_EPOCH = 4  # 32 training images of demo_root, batch 8
 
 
 def test_train_eval_predict_end_to_end(demo_root, tmp_path, capsys):
@@ -104,42 +80,66 @@ def _weights(path):
     return read_checkpoint(path)["model"]
 
 
-def test_sigkill_then_resume_matches_uninterrupted(demo_root, tmp_path):
-    args = tiny(demo_root, **{"optim.epochs": 3})
-    ref = tmp_path / "ref"  # every run in a subprocess with the same thread count: same float summation order
-    assert run_cli(["train", "--config", "demo", "--out", str(ref), *args]).wait() == 0
-
-    run = tmp_path / "killed"
-    proc = run_cli(["train", "--config", "demo", "--out", str(run), *args])
-    deadline = time.time() + 120
-    while not (run / "checkpoints" / "last.pt").exists() and time.time() < deadline:
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert json.loads((run / "status.json").read_text())["state"] == "running"  # killed before finishing
-    assert run_cli(["train", "--out", str(run), "--resume"]).wait() == 0
-    assert json.loads((run / "status.json").read_text())["state"] == "finished"
-    a, b = _weights(ref / "checkpoints" / "last.pt"), _weights(run / "checkpoints" / "last.pt")
+def _assert_same_weights(ref_run, run):
+    a, b = _weights(ref_run / "checkpoints" / "last.pt"), _weights(run / "checkpoints" / "last.pt")
+    assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k
-    steps = [m["step"] for m in read_metrics(run) if "loss_total" in m]
-    assert steps == sorted(set(steps))  # no duplicated steps after the resume
 
 
-def test_sigterm_stops_cleanly_then_resume_finishes(demo_root, tmp_path):
-    run = tmp_path / "run"
-    proc = run_cli(["train", "--config", "demo", "--out", str(run), *tiny(demo_root, **{"optim.epochs": 6})])
-    deadline = time.time() + 120
-    while not read_metrics(run) and time.time() < deadline:
+def _wait_until(pred, timeout=120.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not reached within {timeout} s")
         time.sleep(0.05)
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=120) == 0
+
+
+def test_sigkill_then_resume_matches_uninterrupted(demo_root, tiny_run, tmp_path):
+    # tiny_run is the uninterrupted reference; every run is a subprocess with one thread: same float order
+    run = tmp_path / "killed"
+    proc = run_cli(["train", "--config", "demo", "--out", str(run), *tiny_run_args(demo_root)])
+    try:
+        _wait_until(lambda: (run / "checkpoints" / "last.pt").exists() or proc.poll() is not None, what="last.pt")
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate()
+    assert json.loads((run / "status.json").read_text())["state"] == "running"  # killed before finishing
+    resumed = run_cli(["train", "--out", str(run), "--resume"])
+    _, err = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, err[-3000:]
+    assert json.loads((run / "status.json").read_text())["state"] == "finished"
+    _assert_same_weights(tiny_run, run)
+    steps = [m["step"] for m in read_metrics(run) if "loss_total" in m]
+    assert steps == list(range(1, 3 * STEPS_PER_EPOCH + 1))  # no gap, no duplicated step after the resume
+
+
+def test_sigterm_mid_epoch_then_resume_matches_uninterrupted(demo_root, tiny_run, tmp_path):
+    run = tmp_path / "run"
+    proc = run_cli(["train", "--config", "demo", "--out", str(run), *tiny_run_args(demo_root)])
+    try:
+        _wait_until(lambda: read_metrics(run) or proc.poll() is not None, what="the first metrics line")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err[-3000:]
     status = json.loads((run / "status.json").read_text())
     assert status["state"] == "stopped", status
     assert (run / "checkpoints" / "last.pt").is_file()
-    assert cli_main(["train", "--out", str(run), "--resume"]) == 0
+    stopped_at = read_checkpoint(run / "checkpoints" / "last.pt")
+    assert stopped_at["step"] % STEPS_PER_EPOCH != 0, f"stopped at an epoch boundary (step {stopped_at['step']})"
+    assert stopped_at["extra"]["batch_in_epoch"] == stopped_at["step"] % STEPS_PER_EPOCH  # mid-epoch checkpoint
+    resumed = run_cli(["train", "--out", str(run), "--resume"])
+    _, err = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, err[-3000:]
     status = json.loads((run / "status.json").read_text())
-    assert status["state"] == "finished" and status["step"] == 24
+    assert status["state"] == "finished" and status["step"] == 3 * STEPS_PER_EPOCH
+    # bit-identical to the run that was never stopped, as after an epoch-boundary kill
+    _assert_same_weights(tiny_run, run)
+    steps = [m["step"] for m in read_metrics(run) if "loss_total" in m]
+    assert steps == list(range(1, 3 * STEPS_PER_EPOCH + 1))
+    ref_losses = [m["loss_total"] for m in read_metrics(tiny_run) if "loss_total" in m]
+    assert [m["loss_total"] for m in read_metrics(run) if "loss_total" in m] == ref_losses
 
 
 def test_nan_loss_fails_with_message(demo_root, tmp_path):

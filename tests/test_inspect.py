@@ -1,4 +1,5 @@
 import json
+import math
 
 import numpy as np
 import pytest
@@ -38,9 +39,13 @@ def test_result_shapes_and_contents(tiny_loaded, example):
         assert 0 <= c.box[0] < c.box[2] <= s and 0 <= c.box[1] < c.box[3] <= s
         assert c.iou is not None and 0 <= c.iou <= 1
     assert 0 <= r.iou <= 1
-    for stage in ("decode", "preprocess", "flrdf forward", "cam pass", "cam methods", "cam boxes", "render", "total"):
-        assert r.timings_ms[stage] >= 0
-    assert r.timings_ms["total"] >= r.timings_ms["flrdf forward"]
+    # every stage is reported (its value is a measurement: scripts/bench_inspect.py looks at it, no test does)
+    stages = {"decode", "preprocess", "flrdf forward", "cam pass", "cam methods", "cam boxes", "render", "total"}
+    assert stages <= set(r.timings_ms) and list(r.timings_ms)[-1] == "total"
+    assert all(isinstance(v, float) and math.isfinite(v) for v in r.timings_ms.values())
+    assert [c.method for c in r.cams] == FIVE and all(math.isfinite(c.ms) for c in r.cams)
+    without = inspect_image(tiny_loaded, path, cam_methods=[])
+    assert "cam pass" not in without.timings_ms and list(without.timings_ms)[-1] == "total"
 
 
 def test_boxes_map_back_to_the_original_image(tiny_loaded, example):

@@ -28,7 +28,7 @@ def test_auto_threads():
 
 def test_spawn_new_session_env_and_output_files(tmp_path):
     # 'flrdf' in the command line marks it as one of ours for the pid-reuse guard
-    code = "import os, sys, time; print(os.environ['OMP_NUM_THREADS'], flush=True); time.sleep(60)"
+    code = "import os, sys, time; print(os.environ['OMP_NUM_THREADS'], flush=True); time.sleep(600)"
     proc = jobs.spawn([sys.executable, "-c", code, "flrdf"], tmp_path, 3, "test")
     try:
         assert os.getsid(proc.pid) == proc.pid  # own session: survives the dashboard
@@ -37,7 +37,7 @@ def test_spawn_new_session_env_and_output_files(tmp_path):
         assert _wait(lambda: "3\n" in (tmp_path / jobs.STDOUT).read_text())
         assert runs.run_state(tmp_path)["state"] == "starting"  # job alive, no status.json yet
         jobs.signal_job(proc.pid)
-        assert proc.wait(10) != 0
+        assert proc.wait(60) != 0
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -48,7 +48,7 @@ def test_spawn_new_session_env_and_output_files(tmp_path):
 
 
 def test_pid_reuse_guard(tmp_path):
-    proc = jobs.spawn([sys.executable, "-c", "import time; time.sleep(30)"], tmp_path, 1, "test")
+    proc = jobs.spawn([sys.executable, "-c", "import time; time.sleep(600)"], tmp_path, 1, "test")
     try:
         with pytest.raises(jobs.JobError, match="not an flrdf job"):
             jobs.signal_job(proc.pid)

@@ -117,3 +117,31 @@ def test_default_out_is_inside_the_run(tmp_path):
     assert default_out(run, "test", "runs").parent == run / "eval"
     assert default_out(run / "checkpoints" / "last.pt", "val", "runs").name.startswith("val-")
     assert default_out(tmp_path / "m.safetensors", "test", str(tmp_path / "runs")).parent == tmp_path / "runs" / "eval"
+
+
+@pytest.mark.xfail(strict=True, reason="issue 12 #2: cams.box_grid hard-codes stride 32")
+def test_loc_eval_cam_rows_equal_what_inspect_shows(loc_setup):
+    """The same image, tau, method and target class (GT-known: the label) give loc-eval's per-image IoUs
+    and Inspect's, for the CAMs and for FLRDF's own box. The model has a stride-1 layer4, so its box grid
+    (input / 16 x map_upsample) is not the stride-32 one."""
+    from flrdf.engine.loaders import records_for
+    from flrdf.inspect import inspect_image
+
+    base, root, loaded = loc_setup
+    cfg = loaded.config
+    assert cfg.model.layer4_stride == 1 and loaded.model.cfg.map_upsample > 1
+    out = base / "vs-inspect"
+    assert loc_eval_main(["--checkpoint", str(base / "tiny.safetensors"), "--set", f"data.root={root}",
+                          "--methods", ",".join(METHODS), "--limit", "4", "--batch-size", "2", "--worst", "0",
+                          "--device", "cpu", "--out", str(out)]) == 0
+    with open(out / "per_image.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 4
+    boxes = {r.path: r.box for r in records_for(cfg.data, "test").records}
+    for row in rows:
+        shown = inspect_image(loaded, row["file"], tau=cfg.model.tau, target=int(row["label"]),
+                              cam_methods=METHODS, gt_box=boxes[row["file"]])
+        assert int(row["pred"]) == shown.predicted
+        assert float(row["iou_flrdf"]) == pytest.approx(shown.iou, abs=1e-4), row["file"]
+        for cam in shown.cams:
+            assert float(row[f"iou_{cam.method}"]) == pytest.approx(cam.iou, abs=1e-4), (row["file"], cam.method)

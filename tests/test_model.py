@@ -1,7 +1,14 @@
+import json
+
 import pytest
 import torch
+import torch.nn.functional as F
+from PIL import Image
 
+from flrdf.boxes import boxes_from_maps, crop_resize, normalize_maps
 from flrdf.config import LossConfig, ModelConfig
+from flrdf.data import build_transform
+from flrdf.jigsaw import shuffle_patches
 from flrdf.losses import flrdf_loss
 from flrdf.model import FLRDF
 
@@ -52,13 +59,109 @@ def test_ablation_branches(branches, present):
         assert out.object_images is None and out.jigsaw_images is not None
 
 
-def test_suppression_variants_and_layer3():
-    for mode in ("learnable", "fixed", "none"):
-        FLRDF(small(suppression=mode, suppress_layer3=True), K).train()(torch.randn(2, 3, 64, 64))
-    m = FLRDF(small(suppression="none"), K).eval()
+def _by_hand_gate(x: torch.Tensor, mode: str, suppression) -> torch.Tensor | float:
+    """The DRS gate written out: sigmoid(W @ GAP(X)) (learnable) or the constant delta (fixed)."""
+    if mode == "fixed":
+        return suppression.delta
+    fc = suppression.controller.fc
+    logits = x.mean(dim=(2, 3)) @ fc.weight.T + (0.0 if fc.bias is None else fc.bias)
+    return torch.sigmoid(logits)[:, :, None, None]
+
+
+def _by_hand_suppress(x: torch.Tensor, gate) -> torch.Tensor:
+    """X' = min(X, X_max * G), X_max each channel's spatial maximum (FLRDF eq. 1)."""
+    return torch.minimum(x, x.amax(dim=(2, 3), keepdim=True) * gate)
+
+
+@pytest.fixture(scope="module")
+def real_batch(examples_dir):
+    """Two synthetic example images (with their birds) through the 64 px test transform."""
+    entries = json.loads((examples_dir / "examples.json").read_text())[:2]
+    t = build_transform(False, 72, 64)
+    return torch.stack([t(Image.open(examples_dir / e["file"]).convert("RGB"))[0] for e in entries])
+
+
+@pytest.mark.parametrize("mode", ["learnable", "fixed"])
+def test_layer3_suppression_is_applied_before_layer4(mode, real_batch):
+    torch.manual_seed(0)
+    model = FLRDF(small(suppression=mode, suppress_layer3=True), K).eval()
+    assert model.suppression3 is not None and model.suppression3.mode == mode
+    bb = model.backbone
     with torch.no_grad():
-        out = m(torch.randn(2, 3, 64, 64))
+        f3 = bb.layer3(bb.layer2(bb.layer1(bb.stem(real_batch))))
+        x = bb.layer4(_by_hand_suppress(f3, _by_hand_gate(f3, mode, model.suppression3)))
+        xs = _by_hand_suppress(x, _by_hand_gate(x, mode, model.suppression))
+        got_x, got_xs = model.raw_features(real_batch)
+        out = model(real_batch)
+        # the same weights without layer3 suppression give other layer4 features: it is not a no-op
+        plain3 = FLRDF(small(suppression=mode), K).eval()
+        plain3.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("suppression3.")})
+        x_no3, _ = plain3.raw_features(real_batch)
+    assert torch.allclose(got_x, x, atol=1e-5) and torch.allclose(got_xs, xs, atol=1e-5)
+    assert torch.allclose(out.logits_raw, model.heads["raw"](xs.mean(dim=(2, 3))), atol=1e-5)
+    assert torch.allclose(out.plain_map, normalize_maps(x.mean(dim=1)), atol=1e-5)
+    assert not torch.allclose(x_no3, x, atol=1e-3)
+    # training mode runs every branch with it
+    train_out = model.train()(real_batch)
+    assert train_out.logits_object.shape == train_out.logits_jigsaw.shape == (2, K)
+
+
+def test_no_suppression_means_no_layer3_block_and_equal_maps(real_batch):
+    m = FLRDF(small(suppression="none", suppress_layer3=True), K).eval()
+    assert m.suppression3 is None
+    with torch.no_grad():
+        x, xs = m.raw_features(real_batch)
+        out = m(real_batch)
+    assert torch.equal(x, xs) and torch.equal(x, m.backbone(real_batch))
     assert torch.allclose(out.loc_map, out.plain_map)
+
+
+@pytest.mark.parametrize("mode", ["learnable", "fixed"])
+def test_suppressed_map_differs_from_the_plain_map_on_a_real_image(mode, real_batch):
+    torch.manual_seed(0)
+    model = FLRDF(small(suppression=mode), K).eval()
+    with torch.no_grad():
+        out = model(real_batch)
+        x = model.backbone(real_batch)
+    suppressed = normalize_maps(_by_hand_suppress(x, _by_hand_gate(x, mode, model.suppression)).mean(dim=1))
+    assert torch.allclose(out.loc_map, suppressed, atol=1e-5)            # the map is the suppressed one ...
+    assert torch.allclose(out.plain_map, normalize_maps(x.mean(dim=1)), atol=1e-5)  # ... the plain one is not
+    for i in range(real_batch.shape[0]):
+        assert (out.loc_map[i] - out.plain_map[i]).abs().max() > 0.05, i
+
+
+def test_training_crops_the_boxes_the_model_reports(real_batch):
+    """In a training step, the object branch sees crop_resize(images, boxes) of the boxes in the output,
+    the boxes are the suppressed map's, and the jigsaw branch shuffles that crop."""
+    from flrdf.engine.step import precision_for, train_step
+
+    torch.manual_seed(0)
+    model = FLRDF(small(jigsaw_n=4), K).train()
+    seen = []
+    handle = model.register_forward_hook(lambda _m, inputs, output: seen.append((inputs[0].detach().clone(), output)))
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)  # lr 0: the weights stay those of the forward below
+    try:
+        train_step(model, real_batch, torch.tensor([0, 1]), opt, precision_for(torch.device("cpu"), False, False))
+    finally:
+        handle.remove()
+    (images, out), = seen
+    assert out.boxes is not None and out.object_images is not None
+    assert torch.equal(out.object_images, crop_resize(images, out.boxes))
+    up = model.cfg.map_upsample
+    assert torch.equal(out.boxes, boxes_from_maps(out.loc_map, model.cfg.tau, (64, 64), upsample=up, normalize=False))
+    assert not torch.equal(out.object_images, images)  # a real crop, not the whole image
+    # the object branch classifies that crop (in eval mode, so the extra backbone pass changes nothing)
+    model.eval()
+    with torch.no_grad():
+        ev = model(images)
+        again = model.heads["object"](model.pool(model.backbone(crop_resize(images, ev.boxes))))
+    assert torch.allclose(ev.logits_object, again, atol=1e-5)
+    assert torch.equal(ev.object_images, crop_resize(images, ev.boxes))
+    # the jigsaw input is that crop, shuffled: the same patches, permuted
+    perms = torch.stack([torch.randperm(16) for _ in range(2)])
+    with torch.no_grad():
+        ev = model(images, with_jigsaw=True, perms=perms)
+    assert torch.equal(ev.jigsaw_images, shuffle_patches(ev.object_images, 4, perms=perms))
 
 
 def test_jigsaw_n_must_tile_input():
@@ -115,7 +218,27 @@ def test_weights_from_local_file(tmp_path):
 
 @pytest.mark.parametrize("backbone", ["resnet18", "resnet50"])
 def test_layer4_stride_one_doubles_map_resolution(backbone):
-    model = FLRDF(small(backbone=backbone, layer4_stride=1), K).eval()
+    torch.manual_seed(0)
+    fine = FLRDF(small(backbone=backbone, layer4_stride=1), K).eval()
+    coarse = FLRDF(small(backbone=backbone, layer4_stride=2), K).eval()
+    coarse.load_state_dict(fine.state_dict())  # the same weights: stride is not a parameter
+    x = torch.randn(1, 3, 64, 96)
+    bb = fine.backbone
     with torch.no_grad():
-        out = model(torch.randn(1, 3, 64, 96))
-    assert out.loc_map.shape == (1, 4, 6)
+        f3 = bb.layer3(bb.layer2(bb.layer1(bb.stem(x))))
+        out, out2 = fine(x), coarse(x)
+        # layer4's first block: with stride 1 its strided convolutions keep layer3's grid; the stride-2
+        # model's outputs are exactly every second cell of them
+        block, block2 = fine.backbone.layer4[0], coarse.backbone.layer4[0]
+        down, down2 = block.downsample(f3), block2.downsample(f3)
+    assert f3.shape[-2:] == (4, 6)
+    assert out.loc_map.shape == out.plain_map.shape == (1, 4, 6)  # layer3's resolution: input / 16
+    assert out2.loc_map.shape == (1, 2, 3)                          # input / 32
+    assert down.shape[-2:] == (4, 6) and down2.shape[-2:] == (2, 3)
+    assert torch.allclose(down[..., ::2, ::2], down2, rtol=1e-4, atol=1e-4)
+    # the box is thresholded on the fine map (x map_upsample), in input pixels
+    expected = boxes_from_maps(out.loc_map, fine.cfg.tau, (64, 96), upsample=fine.cfg.map_upsample, normalize=False)
+    assert torch.equal(out.boxes, expected)
+    cell_w, cell_h = 96 / (6 * fine.cfg.map_upsample), 64 / (4 * fine.cfg.map_upsample)  # 4 px: a stride-16 grid
+    b = out.boxes[0]
+    assert torch.allclose(b[0::2] / cell_w, (b[0::2] / cell_w).round()) and torch.allclose(b[1::2] / cell_h, (b[1::2] / cell_h).round())

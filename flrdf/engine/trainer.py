@@ -227,6 +227,10 @@ def _train(cfg: Config, run: RunDir, resume: bool, rank: int, world: int, local:
         loaders.train_sampler.set_epoch(epoch, start_in_epoch * o.batch_size)
         batch_in_epoch = start_in_epoch
         start_in_epoch = 0
+        # Creating the epoch's batch iterator draws a base seed from the DataLoader's generator (by default the
+        # global RNG). A run stopped mid-epoch drew it before its checkpoint saved the RNG, so the resumed part
+        # of that epoch draws from a throwaway generator: the restored RNG stream then continues exactly.
+        loaders.train.generator = torch.Generator() if batch_in_epoch else None
         raw_only = epoch < o.raw_warmup_epochs
         train_model.train()
         sums = torch.zeros(4, device=device)
