@@ -152,9 +152,11 @@ def capture_gates(model: nn.Module):
     Yields a list that receives one (B, C) tensor per forward (learnable), or
     ``(delta, B, C)`` tuples (fixed); stays empty for ``suppression=none``.
     """
-    block: Suppression = model.suppression
+    block: Suppression | None = getattr(model, "suppression", None)
     seen: list = []
-    if block.controller is not None:
+    if block is None:  # a model without a suppression block (e.g. a stand-in in tests) has no gate
+        handle = None
+    elif block.controller is not None:
         handle = block.controller.register_forward_hook(lambda _m, _i, out: seen.append(out.detach().flatten(1)))
     elif block.mode == "fixed":
         handle = block.register_forward_hook(lambda _m, inp, _o: seen.append((block.delta, *inp[0].shape[:2])))

@@ -119,7 +119,6 @@ def test_default_out_is_inside_the_run(tmp_path):
     assert default_out(tmp_path / "m.safetensors", "test", str(tmp_path / "runs")).parent == tmp_path / "runs" / "eval"
 
 
-@pytest.mark.xfail(strict=True, reason="issue 12 #2: cams.box_grid hard-codes stride 32")
 def test_loc_eval_cam_rows_equal_what_inspect_shows(loc_setup):
     """The same image, tau, method and target class (GT-known: the label) give loc-eval's per-image IoUs
     and Inspect's, for the CAMs and for FLRDF's own box. The model has a stride-1 layer4, so its box grid

@@ -148,7 +148,8 @@ def test_training_crops_the_boxes_the_model_reports(real_batch):
     assert out.boxes is not None and out.object_images is not None
     assert torch.equal(out.object_images, crop_resize(images, out.boxes))
     up = model.cfg.map_upsample
-    assert torch.equal(out.boxes, boxes_from_maps(out.loc_map, model.cfg.tau, (64, 64), upsample=up, normalize=False))
+    assert torch.equal(out.boxes, boxes_from_maps(out.loc_map, model.cfg.tau, (64, 64), upsample=up, normalize=False,
+                                                  grid=model.box_grid((64, 64))))
     assert not torch.equal(out.object_images, images)  # a real crop, not the whole image
     # the object branch classifies that crop (in eval mode, so the extra backbone pass changes nothing)
     model.eval()
@@ -237,8 +238,14 @@ def test_layer4_stride_one_doubles_map_resolution(backbone):
     assert down.shape[-2:] == (4, 6) and down2.shape[-2:] == (2, 3)
     assert torch.allclose(down[..., ::2, ::2], down2, rtol=1e-4, atol=1e-4)
     # the box is thresholded on the fine map (x map_upsample), in input pixels
-    expected = boxes_from_maps(out.loc_map, fine.cfg.tau, (64, 96), upsample=fine.cfg.map_upsample, normalize=False)
+    grid = fine.box_grid((64, 96))
+    assert grid.shape == (4 * fine.cfg.map_upsample, 6 * fine.cfg.map_upsample) and grid.pitch == 16 / fine.cfg.map_upsample
+    expected = boxes_from_maps(out.loc_map, fine.cfg.tau, (64, 96), upsample=fine.cfg.map_upsample, normalize=False,
+                               grid=grid)
     assert torch.equal(out.boxes, expected)
-    cell_w, cell_h = 96 / (6 * fine.cfg.map_upsample), 64 / (4 * fine.cfg.map_upsample)  # 4 px: a stride-16 grid
+    # every edge is half a cell from a cell centre of the stride-16 grid (4 px pitch), or the image border
     b = out.boxes[0]
-    assert torch.allclose(b[0::2] / cell_w, (b[0::2] / cell_w).round()) and torch.allclose(b[1::2] / cell_h, (b[1::2] / cell_h).round())
+    k = (b - grid.origin + grid.pitch / 2) / grid.pitch
+    on_grid = torch.isclose(k, k.round(), atol=1e-4)
+    at_border = (b == 0) | (b == torch.tensor([96.0, 64.0, 96.0, 64.0]))
+    assert bool((on_grid | at_border).all()), b
