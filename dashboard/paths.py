@@ -115,15 +115,6 @@ class Roots:
             raise PathError(f"{RUN_RULE}; '{name}' is reserved")
         return name
 
-    def owned_run(self, path) -> Path:
-        """A run directory given as a path (absolute, or relative to the runs directory or the working directory)."""
-        p = Path(str(path))
-        for cand in ([p] if p.is_absolute() else [self.runs_dir / p, p.absolute()]):
-            real = cand.resolve()
-            if real.parent == self.runs_root:
-                return self.run_dir(real.name)
-        raise PathError(RUN_RULE)
-
     # ---------------------------------------------------------------- evaluation folders
     def eval_folder(self, text, must_exist: bool = True) -> Path:
         """<runs>/<run>/eval/<name> or <runs>/eval/<name>, given absolute or relative to the runs directory."""
@@ -140,7 +131,7 @@ class Roots:
         parts = real.relative_to(root).parts
         ok = (len(parts) == 2 and parts[0] == "eval") or (len(parts) == 3 and parts[1] == "eval"
                                                           and parts[0] not in RESERVED_RUN_NAMES)
-        if not ok or not all(SLUG.fullmatch(x) for x in parts):
+        if not ok or any(x.startswith(".") for x in parts):
             raise PathError(EVAL_RULE)
         self._not_upload(real, EVAL_RULE)
         if must_exist and not real.is_dir():

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -167,7 +168,7 @@ def test_a_foreign_process_with_flrdf_in_argv_is_not_stoppable(app, sleeper, tmp
     for proc in (impostor, other):
         write_json(run / jobs.JOB_FILE, {"kind": "train", "pid": proc.pid, "argv": [],
                                          "start_time": jobs.proc_start_time(proc.pid)})
-        write_json(run / "status.json", {"state": "running", "pid": proc.pid, "host": __import__("socket").gethostname()})
+        write_json(run / "status.json", {"state": "running", "pid": proc.pid, "host": socket.gethostname()})
         with pytest.raises(AppError, match="not running") as info:
             client.predict("foreign", api_name="/stop")
         _no_leak(str(info.value), str(proc.pid))
