@@ -19,6 +19,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=7860, help="port (default 7860)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
     parser.add_argument("--share", action="store_true", help="also open a public Gradio share link")
+    parser.add_argument("--allow-dir", dest="allow_dirs", action="append", default=[], metavar="DIR",
+                        help="also let clients name checkpoints under DIR (repeatable); by default only the demo "
+                             "model, --checkpoint and files under --runs-dir. See docs/dashboard.md, Security model")
     parser.add_argument("--threads", type=int, default=0,
                         help="CPU compute threads (default 0: half the cores, at least 1 - "
                              "robust when training runs beside)")
@@ -29,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     set_compute_threads(args.threads)
 
     try:
-        app = build_app(args.checkpoint, args.runs_dir, args.device)
+        app = build_app(args.checkpoint, args.runs_dir, args.device, allow_dirs=args.allow_dirs)
     except (RuntimeError, ValueError) as exc:
         print(f"app.py: error: {exc}", file=sys.stderr)
         return 2

@@ -32,9 +32,10 @@ DEFAULT_CONCURRENCY = 2    # per event, unless the event sets its own
 
 
 def build_app(checkpoint: str | None = None, runs_dir: str = "runs", device: str = "auto",
-              ctx: DashboardContext | None = None) -> gr.Blocks:
-    """The whole dashboard; ``checkpoint`` defaults to the bundled demo model."""
-    ctx = ctx or DashboardContext.create(checkpoint, runs_dir, device)
+              ctx: DashboardContext | None = None, allow_dirs: list[str] | None = None) -> gr.Blocks:
+    """The whole dashboard; ``checkpoint`` defaults to the bundled demo model. ``allow_dirs``: where else
+    clients may name checkpoints (``--allow-dir``; see dashboard.paths)."""
+    ctx = ctx or DashboardContext.create(checkpoint, runs_dir, device, allow_dirs=allow_dirs)
     with gr.Blocks(title=TITLE) as app:
         gr.Markdown(f"# {TITLE}\nFine-grained classification by foreground localization and region "
                     "discriminative feature training (FLRDF), with the classic CAM baselines side by side.")

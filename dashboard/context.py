@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import stat
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -17,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from dashboard.paths import PathError, Roots
 from flrdf.engine.checkpoint import CheckpointError, LoadedModel, load_model, resolve_checkpoint_path
 from flrdf.engine.step import resolve_device
 
@@ -37,9 +40,16 @@ class ModelCache:
 
     @staticmethod
     def key(path: str | Path) -> tuple:
-        file = resolve_checkpoint_path(Path(path).expanduser())
-        st = file.stat()
-        return str(file.resolve()), st.st_mtime_ns, st.st_size
+        """(file, mtime, size), from os.stat - outside the lock, and refusing anything but a regular file, so a
+        FIFO or a device named as a checkpoint never blocks ``open()`` while the lock is held."""
+        file = resolve_checkpoint_path(Path(path).expanduser()).resolve()
+        try:
+            st = os.stat(file)
+        except OSError:
+            raise CheckpointError(f"checkpoint {file.name} not found") from None
+        if not stat.S_ISREG(st.st_mode):
+            raise CheckpointError(f"checkpoint {file.name} is not a regular file")
+        return str(file), st.st_mtime_ns, st.st_size
 
     def get(self, path: str | Path) -> LoadedModel:
         key = self.key(path)
@@ -110,24 +120,43 @@ class DashboardContext:
     examples_dir: Path = EXAMPLES_DIR
     models: ModelCache = None  # type: ignore[assignment]
     examples: list[Example] = field(default_factory=list)
+    allow_dirs: list[Path] = field(default_factory=list)   # --allow-dir: where else checkpoints may be
+    roots: Roots = None  # type: ignore[assignment]       # what clients may name (dashboard.paths)
 
     @classmethod
     def create(cls, checkpoint: str | Path | None = None, runs_dir: str | Path = "runs", device: str = "auto",
-               examples_dir: str | Path = EXAMPLES_DIR, max_models: int = 3) -> "DashboardContext":
+               examples_dir: str | Path = EXAMPLES_DIR, max_models: int = 3,
+               allow_dirs: list[str | Path] | None = None) -> "DashboardContext":
         dev = resolve_device(device)
-        ctx = cls(Path(checkpoint).expanduser() if checkpoint else DEMO_MODEL, Path(runs_dir).expanduser(), dev,
-                  Path(examples_dir), ModelCache(dev, max_models))
+        ctx = cls(Path(checkpoint).expanduser() if checkpoint else DEMO_MODEL, Path(runs_dir).expanduser().absolute(),
+                  dev, Path(examples_dir), ModelCache(dev, max_models))
+        for d in allow_dirs or []:
+            if not Path(d).expanduser().is_dir():
+                raise ValueError(f"--allow-dir {d}: not a directory")
+        ctx.allow_dirs = [Path(d).expanduser().resolve() for d in allow_dirs or []]
+        ctx.roots = Roots(ctx.runs_dir, ctx.allow_dirs, ctx.checkpoint)
         ctx.examples = read_examples(ctx.examples_dir)
         return ctx
 
     def load(self, path: str | Path | None = None) -> LoadedModel:
-        """The model at ``path`` (default checkpoint when empty); ``CheckpointError`` says what is wrong."""
+        """The model at ``path`` (default checkpoint when empty); ``CheckpointError`` says what is wrong.
+
+        A client's path goes through ``Roots.checkpoint`` first (allowed roots, regular file, size), so
+        nothing outside them is opened and the message does not say whether such a path exists."""
         text = str(path).strip() if path is not None else ""
         if not text:
             if self.checkpoint is None:
                 raise CheckpointError("no checkpoint given")
             text = str(self.checkpoint)
-        return self.models.get(text)
+        roots = self.roots or Roots(self.runs_dir, self.allow_dirs, self.checkpoint)
+        try:
+            file = roots.checkpoint(text)
+        except PathError as exc:
+            raise CheckpointError(str(exc)) from None
+        try:
+            return self.models.get(file)
+        except CheckpointError as exc:  # name the file, not its full server path
+            raise CheckpointError(str(exc).replace(str(file), file.name)) from None
 
     def checkpoint_choices(self) -> list[str]:
         """Default checkpoint, bundled demo model, then run directories under runs_dir that have a checkpoint."""

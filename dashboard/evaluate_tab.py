@@ -10,6 +10,9 @@ recomputation, across restarts.
 
 Public API endpoints: ``/evaluate`` (source, split, root, methods, tau, limit) ->
 message and result folder; ``/eval_view`` (folder) -> progress, table, summary.
+Sources, splits and result folders a client names go through ``ctx.roots``
+(``dashboard.paths``): results are only written and read under the runs
+directory, and files a ``results.json`` names are read only inside its folder.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import gradio as gr
 from dashboard import jobs
 from dashboard import runs as R
 from dashboard.context import DashboardContext
+from dashboard.paths import PathError, check_slug, within
 from flrdf.cams import DEFAULT_METHODS, METHODS
 from flrdf.engine.loc_report import TABLE_COLUMNS, default_out, read_results
 
@@ -60,10 +64,10 @@ def summary_markdown(results: dict, folder: Path) -> str:
             f"Saved in `{folder}` (results.json, table.csv, table.md, PNGs); {results.get('elapsed_s')} s.")
 
 
-def _read_rgb(path: Path):
+def _read_rgb(path: Path | None):
     import cv2
 
-    img = cv2.imread(str(path), cv2.IMREAD_COLOR) if Path(path).is_file() else None
+    img = cv2.imread(str(path), cv2.IMREAD_COLOR) if path is not None and Path(path).is_file() else None
     return None if img is None else img[..., ::-1].copy()
 
 
@@ -81,8 +85,9 @@ def _download_copies(folder: Path) -> list[str]:
     dest.mkdir(parents=True, exist_ok=True)
     out = []
     for name in DOWNLOADS:
-        if (folder / name).is_file():
-            shutil.copy2(folder / name, dest / name)
+        src = within(folder, name)  # a symlink out of the folder is not followed
+        if src is not None and src.is_file():
+            shutil.copy2(src, dest / name)
             out.append(str(dest / name))
     return out
 
@@ -97,6 +102,7 @@ def _label(folder: Path, runs_dir: Path) -> str:
 
 def build_evaluate_tab(ctx: DashboardContext):
     runs_dir = Path(ctx.runs_dir)
+    roots = ctx.roots
 
     def _folders():
         return [(_label(p, runs_dir), str(p)) for p in R.eval_dirs(runs_dir)]
@@ -139,14 +145,19 @@ def build_evaluate_tab(ctx: DashboardContext):
         src = str(src or "").strip()
         if not src:
             raise _error("Pick a checkpoint or run directory.")
-        path = Path(src)
-        if not path.exists():
-            raise _error(f"{src} does not exist.")
-        split_name = str(split_name or "test").strip()
+        try:
+            file = roots.checkpoint(src)
+            split_name = check_slug(str(split_name or "test").strip(), "split")
+        except PathError as exc:
+            raise _error(str(exc)) from None
+        run = file.parent.parent if file.parent.name == "checkpoints" else None
+        path = run if run is not None and file.name == "last.pt" and (run / "config.yaml").is_file() else file
         overrides = [f"data.root={root_text.strip()}"] if str(root_text or "").strip() else []
         out = default_out(path, split_name, str(runs_dir))
         if out.exists():
             out = out.with_name(out.name + "-2")
+        if not roots.inside_runs(out):  # a run or checkpoint outside runs/ writes its results under runs/eval
+            out = runs_dir / "eval" / f"{path.stem}-{out.name}"
         n = jobs.auto_threads(R.running_count(runs_dir))
         keys = list(method_keys or [])
         extra = []
@@ -159,27 +170,50 @@ def build_evaluate_tab(ctx: DashboardContext):
                 raise _error("tau must lie in [0, 1].")
             extra = [str(t)]
         try:
-            pid = jobs.launch_loc_eval(src, out, split_name, overrides, keys, int(limit_value or 0) or None, n,
+            pid = jobs.launch_loc_eval(str(path), out, split_name, overrides, keys, int(limit_value or 0) or None, n,
                                        tau=extra[0] if extra else None)
         except jobs.JobError as exc:
             raise _error(str(exc)) from None
         msg = f"Evaluating in the background (pid {pid}, {n} thread{'s' if n > 1 else ''}) -> `{out}`"
         return msg, str(out)
 
-    def view(folder):
-        """Progress, table, summary, charts, gallery and files of a result folder."""
-        folder = Path(str(folder or ""))
-        if not str(folder) or not folder.is_dir():
-            return "", None, "", None, None, [], []
+    empty = ("", None, "", None, None, [], [])
+
+    def _folder(text) -> Path | None:
+        """The result folder a client named, under the runs directory (PathError otherwise); None for empty."""
+        return roots.eval_folder(text) if str(text or "").strip() else None
+
+    def view_api(folder):
+        """Progress, table, summary, charts, gallery and files of a result folder under runs/."""
+        try:
+            path = _folder(folder)
+        except PathError as exc:
+            raise _error(str(exc)) from None
+        return view(path) if path is not None else empty
+
+    def view_quiet(folder):
+        try:
+            path = _folder(folder)
+        except PathError:
+            return empty
+        return view(path) if path is not None else empty
+
+    def view(folder: Path):
+        """Progress, table, summary, charts, gallery and files of a checked result folder."""
+        if not folder.is_dir():
+            return empty
         state = R.eval_state(folder)
         results = read_results(folder) if state.get("state") == "finished" else None
         if results is None:
             return progress_html(state), None, "", None, None, [], []
         # pictures as arrays and files as temporary copies: Gradio only serves paths under the working
         # directory or the temp folder, and the runs folder may be anywhere
-        img = lambda name: _read_rgb(folder / name)
-        worst = [(_read_rgb(folder / w["png"]), f"IoU {w['iou']:.2f} - {Path(w['file']).name}")
-                 for w in results.get("worst", []) if (folder / w["png"]).is_file()]
+        img = lambda name: _read_rgb(within(folder, name))
+        worst = []
+        for w in results.get("worst", []):
+            png = within(folder, w.get("png")) if isinstance(w, dict) else None
+            if png is not None and png.is_file() and png.suffix.lower() == ".png":
+                worst.append((_read_rgb(png), f"IoU {float(w.get('iou', 0)):.2f} - {Path(str(w.get('file'))).name}"))
         out_files = _download_copies(folder)
         return (progress_html(state), table_rows(results), summary_markdown(results, folder), img("loc_bar.png"),
                 img("tau_sweep.png"), worst, out_files)
@@ -194,27 +228,30 @@ def build_evaluate_tab(ctx: DashboardContext):
         if folders != last.get("folders"):
             last["folders"] = folders
             out_saved = gr.Dropdown(choices=folders)
-        folder = str(folder or "")
+        try:
+            path = _folder(folder)
+        except PathError:
+            path = None
         key = None
-        if folder:
-            st = R.eval_state(Path(folder))
-            key = f"{folder}|{st.get('state')}|{st.get('done')}|{st.get('updated')}"
+        if path is not None:
+            st = R.eval_state(path)
+            key = f"{path}|{st.get('state')}|{st.get('done')}|{st.get('updated')}"
         if key == last.get("key"):
             return (*[gr.skip()] * len(view_outputs), out_saved, last)
         last["key"] = key
-        return (*view(folder), out_saved, last)
+        return (*(view(path) if path is not None else empty), out_saved, last)
 
     started = gr.Textbox(visible=False)  # the result folder; plain text for API users
     run_btn.click(evaluate, [source, split, root, methods, tau, limit], [message, started],
                   api_name="evaluate", concurrency_limit=2).then(
         lambda f: (gr.Dropdown(choices=_folders(), value=f), {}), started, [saved, shown], api_visibility="private")
-    saved.input(view, saved, view_outputs, api_visibility="private")
+    saved.input(view_quiet, saved, view_outputs, api_visibility="private")
     timer.tick(tick, [saved, shown], [*view_outputs, saved, shown], api_visibility="private",
                show_progress="hidden", trigger_mode="always_last", concurrency_limit=4)
     rescan.click(lambda: (gr.Dropdown(choices=ctx.checkpoint_choices()), gr.Dropdown(choices=_folders())), None,
                  [source, saved], api_visibility="private")
     eval_view = gr.Button(visible=False)
-    eval_view.click(view, saved, view_outputs, api_name="eval_view")
+    eval_view.click(view_api, saved, view_outputs, api_name="eval_view")
     return {"saved": saved, "table": table}
 
 

@@ -4,9 +4,16 @@ The UI never trains in its own process. A job is ``python -m flrdf ...`` started
 from an argument list (never a shell string) in its own session
 (``start_new_session``), so restarting or killing the dashboard does not kill it;
 its stdout/stderr go to ``stdout.log``/``stderr.log`` in its folder, and
-``job.json`` records the command, pid and thread count. Everything the UI shows
-afterwards is read back from files (``dashboard.runs``), which is why a restart
-loses nothing.
+``job.json`` records the command, pid, the process's start time and thread
+count. Everything the UI shows afterwards is read back from files
+(``dashboard.runs``), which is why a restart loses nothing.
+
+Stop and Resume act only on jobs this runs directory owns (``owned_pid``): the
+pid job.json records, if it is positive, alive, still started at the recorded
+time (/proc/<pid>/stat field 22) and running ``python -m flrdf <command> ...
+--out <that folder>``. The signal goes to that process alone (through a pidfd),
+never to a process group. Every child is reaped by a waiter thread, so a stopped
+job leaves no zombie.
 
 Threads: on a small shared machine several torch processes each using every
 core oversubscribe it badly, so a child gets ``OMP_NUM_THREADS`` =
@@ -23,19 +30,21 @@ import threading
 import time
 from pathlib import Path
 
-from flrdf.engine.rundir import now_iso, pid_alive, read_json, write_json
+from flrdf.engine.rundir import now_iso, read_json, write_json
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 JOB_FILE = "job.json"
 STDOUT, STDERR = "stdout.log", "stderr.log"
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
-_children: dict[int, subprocess.Popen] = {}   # started by this process; reaped by reap()
+_children: dict[int, subprocess.Popen] = {}   # started by this process; reaped by their waiter threads
 _lock = threading.Lock()
+TRAIN_KINDS = ("train",)
+JOB_COMMANDS = ("train", "loc-eval")           # the flrdf sub-commands the dashboard starts
 
 
 class JobError(RuntimeError):
-    """A job that cannot be started or stopped; the message says why."""
+    """A job that cannot be started or stopped; the message says why (never a pid or a home path)."""
 
 
 def auto_threads(running_jobs: int, cpus: int | None = None) -> int:
@@ -56,8 +65,112 @@ def python_argv(*args: str) -> list[str]:
     return [sys.executable, "-m", "flrdf", *args]
 
 
+# ---------------------------------------------------------------- process identity (Linux /proc)
+def proc_start_time(pid) -> int | None:
+    """Field 22 of /proc/<pid>/stat (start time in clock ticks since boot); None for no such process."""
+    if not _positive(pid):
+        return None
+    try:
+        with open(f"/proc/{int(pid)}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    fields = data[data.rindex(b")") + 2:].split()  # after "pid (comm) ": field 3 is fields[0]
+    try:
+        return int(fields[22 - 3])
+    except (IndexError, ValueError):
+        return None
+
+
+def proc_state(pid) -> str | None:
+    """Field 3 of /proc/<pid>/stat (R, S, Z ...); None for no such process."""
+    if not _positive(pid):
+        return None
+    try:
+        with open(f"/proc/{int(pid)}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    return data[data.rindex(b")") + 2:].split()[0].decode()
+
+
+def proc_cmdline(pid) -> list[str] | None:
+    if not _positive(pid):
+        return None
+    try:
+        raw = Path(f"/proc/{int(pid)}/cmdline").read_bytes()
+    except OSError:
+        return None
+    return [a.decode("utf-8", "surrogateescape") for a in raw.split(b"\0")[:-1]] if raw else None
+
+
+def _positive(pid) -> bool:
+    return isinstance(pid, int) and not isinstance(pid, bool) and pid > 0
+
+
+def is_job_cmdline(argv: list[str] | None, folder: Path, commands: tuple[str, ...] = JOB_COMMANDS) -> bool:
+    """``argv`` is ``python -m flrdf <command> ... --out <folder>`` with ``folder`` (resolved) as its only --out."""
+    if not argv or len(argv) < 4:
+        return False
+    if not Path(argv[0]).name.startswith("python") or argv[1:3] != ["-m", "flrdf"] or argv[3] not in commands:
+        return False
+    outs = [argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--out"]
+    outs += [a.split("=", 1)[1] for a in argv if a.startswith("--out=")]
+    if len(outs) != 1:
+        return False
+    try:
+        return Path(outs[0]).resolve() == Path(folder).resolve()
+    except (OSError, ValueError):
+        return False
+
+
+def owned_pid(folder: Path, commands: tuple[str, ...] = JOB_COMMANDS) -> int | None:
+    """The pid of the live job this folder's job.json records, or None. Every condition must hold: a positive int,
+    /proc/<pid> exists and is not a zombie, its command line is ``python -m flrdf <command> ... --out <folder>``,
+    and its start time equals the one recorded at launch (so a reused pid is never taken for the job)."""
+    job = read_job(folder) or {}
+    pid, started = job.get("pid"), job.get("start_time")
+    if not _positive(pid) or not isinstance(started, int) or isinstance(started, bool):
+        return None
+    if not os.path.isdir(f"/proc/{pid}") or proc_state(pid) in (None, "Z", "X"):
+        return None
+    if proc_start_time(pid) != started or not is_job_cmdline(proc_cmdline(pid), folder, commands):
+        return None
+    return pid
+
+
+def _send(pid: int, folder: Path, commands: tuple[str, ...], sig: int) -> None:
+    """Signal exactly the process ``owned_pid`` vouches for: through a pidfd (the check and the signal then name
+    the same process even if the pid is reused in between), the process only - never a group."""
+    job = read_job(folder) or {}
+    opener = getattr(os, "pidfd_open", None)
+    sender = getattr(signal, "pidfd_send_signal", None)
+    if opener is None or sender is None:
+        os.kill(pid, sig)
+        return
+    try:
+        fd = opener(pid)
+    except ProcessLookupError:
+        raise JobError("the job's process is not running") from None
+    try:
+        if proc_start_time(pid) != job.get("start_time") or owned_pid(folder, commands) != pid:
+            raise JobError("the job's process is not running")
+        sender(fd, sig)
+    except ProcessLookupError:
+        raise JobError("the job's process is not running") from None
+    finally:
+        os.close(fd)
+
+
+def _waiter(proc: subprocess.Popen) -> None:
+    proc.wait()  # reaps the child the moment it exits: no zombies
+    with _lock:
+        _children.pop(proc.pid, None)
+
+
 def spawn(argv: list[str], folder: Path, threads: int, kind: str) -> subprocess.Popen:
-    """Start ``argv`` in a new session with output to ``folder``; records ``folder/job.json``."""
+    """Start ``argv`` in a new session with output to ``folder``; records ``folder/job.json`` (pid and the
+    process's start time, the identity Stop checks later) and reaps the child when it exits."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / STDOUT, "ab") as out, open(folder / STDERR, "ab") as err:
@@ -70,32 +183,31 @@ def spawn(argv: list[str], folder: Path, threads: int, kind: str) -> subprocess.
             proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err, cwd=os.getcwd(),
                                     env=child_env(threads), start_new_session=True, close_fds=True)
         except OSError as exc:
-            raise JobError(f"could not start {argv[0]}: {exc}") from None
+            raise JobError(f"could not start {Path(argv[0]).name}: {exc.strerror or type(exc).__name__}") from None
     with _lock:
         _children[proc.pid] = proc
-    write_json(folder / JOB_FILE, {"kind": kind, "pid": proc.pid, "argv": argv, "threads": threads,
-                                   "cwd": os.getcwd(), "launched": now_iso(), "launched_ts": time.time()})
+    started = proc_start_time(proc.pid)  # the child cannot be reaped yet: only our waiter thread reaps it
+    write_json(folder / JOB_FILE, {"kind": kind, "pid": proc.pid, "start_time": started, "argv": argv,
+                                   "threads": threads, "cwd": os.getcwd(), "launched": now_iso(),
+                                   "launched_ts": time.time()})
+    threading.Thread(target=_waiter, args=(proc,), name=f"reap-{proc.pid}", daemon=True).start()
     return proc
 
 
 def reap() -> None:
-    """Collect exited children (no zombies while the dashboard runs)."""
+    """Collect exited children now (their waiter threads do it too; this is for callers that want it at once)."""
     with _lock:
-        for pid, proc in list(_children.items()):
-            if proc.poll() is not None:
-                del _children[pid]
+        procs = list(_children.values())
+    for proc in procs:
+        if proc.poll() is not None:
+            with _lock:
+                _children.pop(proc.pid, None)
 
 
-def _wait_exit(job: dict | None, timeout: float) -> bool:
-    pid = (job or {}).get("pid")
+def _wait_exit(folder: Path, timeout: float) -> bool:
     end = time.monotonic() + timeout
     while time.monotonic() < end:
-        with _lock:
-            proc = _children.get(pid)
-        if proc is not None:
-            proc.poll()
-        if not pid_alive(pid):
-            reap()
+        if owned_pid(folder) is None:
             return True
         time.sleep(0.1)
     return False
@@ -106,29 +218,21 @@ def read_job(folder: Path) -> dict | None:
 
 
 def job_alive(folder: Path) -> bool:
-    reap()
+    """This folder's recorded job is running (see ``owned_pid``)."""
+    return owned_pid(folder) is not None
+
+
+def signal_job(folder: Path, sig: int = signal.SIGTERM, commands: tuple[str, ...] = TRAIN_KINDS) -> int:
+    """Send ``sig`` to the job this folder owns; returns its pid. JobError when there is none."""
+    folder = Path(folder)
     job = read_job(folder)
-    return bool(job) and pid_alive(job.get("pid")) and _is_flrdf(job.get("pid"))
-
-
-def _is_flrdf(pid) -> bool:
-    """Guard against a recycled pid: the process must be one of ours (``-m flrdf`` in its command line)."""
-    try:
-        cmd = Path(f"/proc/{int(pid)}/cmdline").read_bytes().split(b"\0")
-    except (OSError, ValueError, TypeError):
-        return pid_alive(pid)  # no /proc (not Linux): trust the pid check
-    return b"flrdf" in cmd
-
-
-def signal_job(pid: int | None, sig: int = signal.SIGTERM) -> None:
-    if not pid or not pid_alive(pid):
-        raise JobError("the job's process is not running")
-    if not _is_flrdf(pid):
-        raise JobError(f"process {pid} is not an flrdf job (pid reused?); not signalled")
-    try:
-        os.kill(int(pid), sig)  # the main process only: it checkpoints and ends its data workers itself
-    except ProcessLookupError:
-        raise JobError("the job's process is not running") from None
+    if not job:
+        raise JobError("it has no job record (job.json): only jobs started from this dashboard can be stopped here")
+    pid = owned_pid(folder, commands)
+    if pid is None:
+        raise JobError("its job is not running")
+    _send(pid, folder, commands, sig)
+    return pid
 
 
 # ---------------------------------------------------------------- training jobs
@@ -149,6 +253,12 @@ def new_run_dir(runs_dir: Path, name: str) -> Path:
     """A fresh run directory RUNS_DIR/<name>-<time>[-i], created now (two launches never share one)."""
     from flrdf.engine.commands import default_run_dir
 
+    from dashboard.paths import RUN_RULE, PathError, check_slug
+
+    try:
+        name = check_slug(name, rule=RUN_RULE)
+    except PathError as exc:
+        raise JobError(str(exc)) from None
     runs_dir = Path(runs_dir).absolute()
     runs_dir.mkdir(parents=True, exist_ok=True)
     for _ in range(100):
@@ -158,7 +268,7 @@ def new_run_dir(runs_dir: Path, name: str) -> Path:
             return path
         except FileExistsError:
             continue
-    raise JobError(f"could not create a run directory under {runs_dir}")
+    raise JobError("could not create a fresh run directory under runs/")
 
 
 def launch_train(config: str, overrides: list[str], runs_dir: Path, name: str, threads: int) -> tuple[Path, int]:
@@ -170,29 +280,25 @@ def launch_train(config: str, overrides: list[str], runs_dir: Path, name: str, t
 def resume_train(run_dir: Path, overrides: list[str], threads: int) -> int:
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").is_file():
-        raise JobError(f"{run_dir} has no config.yaml: not a run directory")
+        raise JobError(f"{run_dir.name} has no config.yaml: not a run directory")
     if not (run_dir / "checkpoints" / "last.pt").is_file():
-        raise JobError(f"{run_dir} has no checkpoint to resume from (checkpoints/last.pt)")
+        raise JobError(f"{run_dir.name} has no checkpoint to resume from (checkpoints/last.pt)")
     status = read_json(run_dir / "status.json") or {}
     if job_alive(run_dir):
         # a job that has written its final status may still be exiting: give it a moment
-        if status.get("state") not in ("stopped", "failed", "finished") or not _wait_exit(read_job(run_dir), 20):
+        if status.get("state") not in ("stopped", "failed", "finished") or not _wait_exit(run_dir, 20):
             raise JobError(f"{run_dir.name} is still running")
-    if status.get("state") == "running" and pid_alive(status.get("pid")) and _is_flrdf(status.get("pid")):
-        raise JobError(f"{run_dir.name} is still running")
+    spid = status.get("pid")
+    if status.get("state") == "running" and is_job_cmdline(proc_cmdline(spid), run_dir, TRAIN_KINDS) \
+            and proc_state(spid) not in (None, "Z", "X"):
+        raise JobError(f"{run_dir.name} is still running (started outside this dashboard)")
     return spawn(python_argv(*train_argv("", overrides, run_dir, resume=True)), run_dir, threads, "resume").pid
 
 
 def stop_run(run_dir: Path) -> int:
-    """SIGTERM to the run's training process (it checkpoints and writes status 'stopped'); returns the pid."""
-    run_dir = Path(run_dir)
-    status = read_json(run_dir / "status.json") or {}
-    job = read_job(run_dir) or {}
-    pid = status.get("pid") if status.get("state") == "running" else None
-    if not (pid and pid_alive(pid)):
-        pid = job.get("pid")
-    signal_job(pid)
-    return int(pid)
+    """SIGTERM to the run's training process (it checkpoints and writes status 'stopped'); returns the pid.
+    Only the process job.json records, verified by ``owned_pid``; status.json's pid is never signalled."""
+    return signal_job(Path(run_dir), signal.SIGTERM, TRAIN_KINDS)
 
 
 # ---------------------------------------------------------------- evaluation jobs

@@ -112,15 +112,35 @@ def _coerce(value, base, key: str):
 
 
 def parse_extra(text: str) -> list[str]:
-    """Free-form overrides: ``key=value`` separated by newlines or spaces (shell quoting allowed)."""
-    out = []
-    for part in shlex.split(text or "", comments=True):
-        part = part.removeprefix("--set=")
+    """Free-form overrides: ``key=value`` separated by newlines or spaces (shell quoting allowed).
+
+    Written the CLI's way too: ``--set a=1 b=2`` (several pairs after one ``--set``), ``--set=a=1``.
+    A bare ``--set`` with no pair after it, or a token without ``=``, is refused with a message."""
+    from flrdf.config import parse_override
+
+    try:
+        tokens = shlex.split(text or "", comments=True)
+    except ValueError as exc:
+        raise ConfigError(f"extra overrides: {exc} (check the quotes)") from None
+    out: list[str] = []
+    pending_set = False
+    for part in tokens:
         if part == "--set":
+            if pending_set:
+                raise ConfigError("extra overrides: '--set' must be followed by key=value")
+            pending_set = True
             continue
+        if part.startswith("--set="):
+            part = part[len("--set="):]
+        elif part.startswith("-") and "=" not in part:
+            raise ConfigError(f"extra overrides: unknown option {part!r}; write key=value pairs (or --set key=value)")
         if "=" not in part:
-            raise ConfigError(f"extra override {part!r} must look like key=value")
+            raise ConfigError(f"extra override {part!r} must look like key=value (e.g. optim.epochs=2)")
+        parse_override(part)  # checks the key's form
         out.append(part)
+        pending_set = False
+    if pending_set:
+        raise ConfigError("extra overrides: '--set' must be followed by key=value")
     return out
 
 

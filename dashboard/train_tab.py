@@ -10,7 +10,10 @@ changed (file sizes and mtimes as signatures), so a new metrics line reaches
 the page within about a second and idle ticks cost a few ``stat`` calls.
 
 Public API endpoints (gradio_client): ``/launch`` (the form), ``/launch_config``
-(config name + overrides text), ``/stop``, ``/resume``, ``/run_status``.
+(config name + overrides text), ``/stop``, ``/resume``, ``/run_status``. Every
+run name, config name and folder a client sends goes through ``ctx.roots``
+(``dashboard.paths``): runs are plain names under the runs directory, and
+Stop/Resume act only on jobs that directory owns (``dashboard.jobs``).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from dashboard import curves, jobs
 from dashboard import runs as R
 from dashboard import train_form as form
 from dashboard.context import DashboardContext
+from dashboard.paths import PathError
 from flrdf.config import ConfigError, shipped_configs
 from flrdf.engine.rundir import read_metrics
 
@@ -124,6 +128,7 @@ def runs_table(runs_dir: Path) -> list[list]:
 # ---------------------------------------------------------------- the tab
 def build_train_tab(ctx: DashboardContext):
     runs_dir = Path(ctx.runs_dir)
+    roots = ctx.roots
     start = form.DEFAULT_CONFIG if form.DEFAULT_CONFIG in shipped_configs() else shipped_configs()[0]
     values = form.defaults(start)
     fields = {f.key: f for f in form.FIELDS}
@@ -188,12 +193,12 @@ def build_train_tab(ctx: DashboardContext):
     # ---- form -> command
     def _resolve(config_name, *vals):
         *field_vals, extra_text, _name, _threads = vals
-        return form.resolve(config_name, dict(zip(form.KEYS, field_vals)), extra_text)
+        return form.resolve(roots.config(config_name), dict(zip(form.KEYS, field_vals)), extra_text)
 
     def show_command(config_name, *vals):
         try:
             res = _resolve(config_name, *vals)
-        except (ConfigError, ValueError) as exc:
+        except (ConfigError, ValueError) as exc:  # PathError is a ValueError
             return "", "", f"**invalid:** {exc}"
         t = int(vals[-1] or 0) or None
         note = "\n".join(f"- {n}" for n in res.notes)
@@ -204,7 +209,7 @@ def build_train_tab(ctx: DashboardContext):
 
     def fill(config_name):
         try:
-            v = form.defaults(config_name)
+            v = form.defaults(roots.config(config_name))
         except (ConfigError, ValueError) as exc:
             raise _error(str(exc)) from None
         return [v[k] for k in form.KEYS]
@@ -218,9 +223,9 @@ def build_train_tab(ctx: DashboardContext):
     def _start(res: form.Resolved, run_name: str, threads_value) -> tuple:
         n = _threads(threads_value, ctx)
         try:
-            out, pid = jobs.launch_train(res.config, res.overrides, runs_dir, (run_name or "").strip()
-                                         or res.cfg.name, n)
-        except jobs.JobError as exc:
+            name = roots.run_name(str(run_name or "").strip() or res.cfg.name)
+            out, pid = jobs.launch_train(res.config, res.overrides, runs_dir, name, n)
+        except (jobs.JobError, PathError) as exc:
             raise _error(str(exc)) from None
         msg = (f"Launched **{out.name}** (pid {pid}, {n} thread{'s' if n > 1 else ''}).\n\n"
                f"`{res.command(n)} --out {out}`")
@@ -248,7 +253,7 @@ def build_train_tab(ctx: DashboardContext):
     def launch_config(config_name: str, overrides: str, run_name: str = "", threads_value: float = 0):
         """Launch ``config_name`` with ``key=value`` overrides (text) - the CLI's form, for scripts."""
         try:
-            res = form.resolve(config_name, {}, overrides)
+            res = form.resolve(roots.config(config_name), {}, overrides)
         except (ConfigError, ValueError) as exc:
             raise _error(f"Invalid job settings: {exc}") from None
         return _start(res, run_name, threads_value)
@@ -260,16 +265,21 @@ def build_train_tab(ctx: DashboardContext):
                         concurrency_limit=1).then(select, launched, run, api_visibility="private")
 
     def _run_dir(name_value) -> Path | None:
+        """The run a client named (PathError unless it is a plain name of a run under the runs directory)."""
         text = str(name_value or "").strip()
-        if not text:
-            return None
-        p = Path(text)
-        return p if p.is_absolute() else runs_dir / text
+        return roots.run_dir(text) if text else None
 
-    def stop(run_name):
-        rd = _run_dir(run_name)
+    def _checked_run(name_value) -> Path:
+        try:
+            rd = _run_dir(name_value)
+        except PathError as exc:
+            raise _error(str(exc)) from None
         if rd is None:
             raise _error("Select a run first.")
+        return rd
+
+    def stop(run_name):
+        rd = _checked_run(run_name)
         try:
             pid = jobs.stop_run(rd)
         except jobs.JobError as exc:
@@ -277,9 +287,7 @@ def build_train_tab(ctx: DashboardContext):
         return f"Sent SIGTERM to pid {pid}: **{rd.name}** writes a checkpoint and stops."
 
     def resume(run_name, overrides, threads_value):
-        rd = _run_dir(run_name)
-        if rd is None:
-            raise _error("Select a run first.")
+        rd = _checked_run(run_name)
         try:
             extra_list = form.parse_extra(overrides)
             n = _threads(threads_value, ctx)
@@ -294,10 +302,14 @@ def build_train_tab(ctx: DashboardContext):
     def make_data(dataset, root):
         if dataset not in ("demo", "cub") or not str(root or "").strip():
             raise _error("Set dataset 'demo' and a root folder first.")
-        proc = subprocess.run(jobs.python_argv("make-demo-data", "--out", str(root)), capture_output=True,
+        try:
+            folder = roots.data_root(root)
+        except PathError as exc:
+            raise _error(str(exc)) from None
+        proc = subprocess.run(jobs.python_argv("make-demo-data", "--out", str(folder)), capture_output=True,
                               text=True, env=jobs.child_env(1), timeout=900)
         if proc.returncode:
-            raise _error(f"make-demo-data failed: {proc.stderr.strip()[-500:]}")
+            raise _error("make-demo-data failed: " + (proc.stderr.strip().splitlines() or ["no message"])[-1][-300:])
         return f"Synthetic demo data written to `{root}`."
 
     data_btn.click(make_data, [comps["data.dataset"], comps["data.root"]], launch_msg, api_visibility="private",
@@ -329,8 +341,11 @@ def build_train_tab(ctx: DashboardContext):
                 run_name = (running or names)[0]
             out_run = gr.Dropdown(choices=names, value=run_name or None)
             out_overlay = gr.Dropdown(choices=names, value=[o for o in (overlay_names or []) if o in names])
-        rd = _run_dir(run_name)
-        selected = [n for n in dict.fromkeys([run_name, *(overlay_names or [])]) if n]
+        try:
+            rd = _run_dir(run_name)
+        except PathError:
+            rd, run_name = None, None
+        selected = [n for n in dict.fromkeys([run_name, *(overlay_names or [])]) if n and n in names]
         files = [runs_dir / n for n in selected]
         status_sig = (run_name, _stat(rd / "status.json") if rd else None, _stat(rd / jobs.JOB_FILE) if rd else None,
                       _stat(rd / "metrics.jsonl") if rd else None, _stat(rd / "log.txt") if rd else None,
@@ -357,7 +372,11 @@ def build_train_tab(ctx: DashboardContext):
 
     def run_status(run_name):
         """Status text, runs table and log tail of a run (for scripts and tests)."""
-        rd = _run_dir(run_name)
+        text = str(run_name or "").strip()
+        try:
+            rd = roots.run_dir(text, must_exist=False) if text else None
+        except PathError as exc:
+            raise _error(str(exc)) from None
         return status_markdown(rd), runs_table(runs_dir), log_tail(rd)
 
     refresh = gr.Button(visible=False)

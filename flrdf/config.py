@@ -190,11 +190,24 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if "=" not in text:
         raise ConfigError(f"override {text!r} must look like key=value (e.g. optim.epochs=2)")
     key, raw = text.split("=", 1)
+    if not all(part.strip().isidentifier() for part in key.split(".")):
+        raise ConfigError(f"override {text!r}: the key must be dotted names, e.g. optim.epochs=2")
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
     return key.strip().split("."), value
+
+
+def override_arg(text: str) -> str:
+    """argparse ``type=`` for ``--set``: one ``key=value`` token, refused with a message otherwise."""
+    import argparse
+
+    try:
+        parse_override(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
 
 
 def apply_overrides(cfg: Config, overrides: list[str] | None) -> Config:

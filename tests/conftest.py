@@ -189,12 +189,14 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def dashboard_url(tiny_model_file, examples_dir, tmp_path_factory):
-    """The dashboard served in-process on 127.0.0.1 (tiny model, synthetic examples)."""
+def dashboard_url(tiny_model_file, examples_dir, wrong_checkpoint, tmp_path_factory):
+    """The dashboard served in-process on 127.0.0.1 (tiny model, synthetic examples); clients may also name
+    checkpoints in wrong_checkpoint's folder (``--allow-dir``)."""
     from dashboard.app import build_app, launch
     from dashboard.context import DashboardContext
 
-    ctx = DashboardContext.create(tiny_model_file, tmp_path_factory.mktemp("runs"), "cpu", examples_dir)
+    ctx = DashboardContext.create(tiny_model_file, tmp_path_factory.mktemp("runs"), "cpu", examples_dir,
+                                  allow_dirs=[wrong_checkpoint.parent])
     app = build_app(ctx=ctx)
     _, url, _ = launch(app, host="127.0.0.1", port=_free_port(), prevent_thread_lock=True, quiet=True)
     yield url

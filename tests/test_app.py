@@ -68,11 +68,15 @@ def test_bad_images_give_readable_errors_and_the_app_keeps_serving(client, bad_i
                        ["gradcam", "eigencam"])
 
 
-@pytest.mark.parametrize("which, message", [("wrong", "not an FLRDF checkpoint"), ("missing", "not found")])
+@pytest.mark.parametrize("which, message", [("wrong", "not an FLRDF checkpoint"), ("missing", "not found"),
+                                            ("outside", "checkpoint must be the demo model")])
 def test_wrong_checkpoints_give_readable_errors(client, wrong_checkpoint, examples_dir, tmp_path, which, message):
-    path = wrong_checkpoint if which == "wrong" else tmp_path / "nothing.pt"
-    with pytest.raises(AppError, match=message):
+    # wrong_checkpoint's folder is an --allow-dir of the app; tmp_path is not (see test_security.py)
+    path = {"wrong": wrong_checkpoint, "missing": wrong_checkpoint.parent / "nothing.pt",
+            "outside": tmp_path / "nothing.pt"}[which]
+    with pytest.raises(AppError, match=message) as info:
         inspect(client, examples_dir / "example_0.jpg", checkpoint=path)
+    assert str(path.parent) not in str(info.value)  # the file is named, not its folder on the server
     assert_full_result(inspect(client, examples_dir / "example_0.jpg", methods=["gradcam"]), ["gradcam"])
 
 

@@ -27,34 +27,85 @@ def test_auto_threads():
 
 
 def test_spawn_new_session_env_and_output_files(tmp_path):
-    # 'flrdf' in the command line marks it as one of ours for the pid-reuse guard
     code = "import os, sys, time; print(os.environ['OMP_NUM_THREADS'], flush=True); time.sleep(600)"
     proc = jobs.spawn([sys.executable, "-c", code, "flrdf"], tmp_path, 3, "test")
     try:
         assert os.getsid(proc.pid) == proc.pid  # own session: survives the dashboard
         job = json.loads((tmp_path / jobs.JOB_FILE).read_text())
         assert job["pid"] == proc.pid and job["threads"] == 3 and job["argv"][-1] == "flrdf"
+        assert job["start_time"] == jobs.proc_start_time(proc.pid) > 0
         assert _wait(lambda: "3\n" in (tmp_path / jobs.STDOUT).read_text())
-        assert runs.run_state(tmp_path)["state"] == "starting"  # job alive, no status.json yet
-        jobs.signal_job(proc.pid)
-        assert proc.wait(60) != 0
+        # 'flrdf' in argv is not enough: the command line is not 'python -m flrdf train ... --out <folder>'
+        assert jobs.owned_pid(tmp_path) is None and runs.run_state(tmp_path)["state"] != "starting"
+        with pytest.raises(jobs.JobError, match="not running"):
+            jobs.signal_job(tmp_path)
+        assert proc.poll() is None  # not signalled
+    finally:
+        proc.kill()
+    assert _wait(lambda: proc.pid not in jobs._children, 10)  # reaped by its waiter thread
+    assert jobs.proc_state(proc.pid) is None  # no zombie left
+
+
+@pytest.fixture
+def fake_flrdf_cwd(tmp_path, monkeypatch):
+    """A working directory whose ``flrdf`` package only sleeps: ``python -m flrdf train --out X`` started there is
+    a real process with a job's command line, without training anything."""
+    pkg = tmp_path / "cwd" / "flrdf"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "__main__.py").write_text("import time\ntime.sleep(60)\n")
+    monkeypatch.chdir(pkg.parent)
+    return tmp_path
+
+
+def test_job_identity_pid_start_time_and_out(fake_flrdf_cwd):
+    run = fake_flrdf_cwd / "runs" / "r1"
+    other = fake_flrdf_cwd / "runs" / "r2"
+    proc = jobs.spawn(jobs.python_argv("train", "--config", "demo", "--out", str(run)), run, 1, "train")
+    try:
+        assert _wait(lambda: jobs.owned_pid(run) == proc.pid, 10)
+        assert jobs.job_alive(run)
+        # the same process seen from another folder's job.json: its --out is not that folder
+        other.mkdir()
+        write_json(other / jobs.JOB_FILE, dict(json.loads((run / jobs.JOB_FILE).read_text())))
+        assert jobs.owned_pid(other) is None
+        with pytest.raises(jobs.JobError, match="not running"):
+            jobs.stop_run(other)
+        # a recorded start time that differs (the pid was reused by another process): refused
+        job = json.loads((run / jobs.JOB_FILE).read_text())
+        write_json(run / jobs.JOB_FILE, dict(job, start_time=job["start_time"] - 1))
+        assert jobs.owned_pid(run) is None
+        for bad in (-proc.pid, -1, 0, str(proc.pid), True, 2**40):
+            write_json(run / jobs.JOB_FILE, dict(job, pid=bad))
+            assert jobs.owned_pid(run) is None, bad
+        write_json(run / jobs.JOB_FILE, job)
+        assert proc.poll() is None  # nothing above signalled it
+        assert jobs.stop_run(run) == proc.pid
+        assert proc.wait(10) != 0
     finally:
         if proc.poll() is None:
             proc.kill()
-    jobs.reap()
-    assert proc.pid not in jobs._children
-    with pytest.raises(jobs.JobError):
-        jobs.signal_job(proc.pid)
+    assert _wait(lambda: jobs.proc_state(proc.pid) is None, 10)  # reaped: no zombie
+    with pytest.raises(jobs.JobError, match="not running"):
+        jobs.stop_run(run)
 
 
-def test_pid_reuse_guard(tmp_path):
-    proc = jobs.spawn([sys.executable, "-c", "import time; time.sleep(600)"], tmp_path, 1, "test")
-    try:
-        with pytest.raises(jobs.JobError, match="not an flrdf job"):
-            jobs.signal_job(proc.pid)
-    finally:
-        proc.kill()
-        proc.wait()
+@pytest.mark.parametrize("argv, ok", [
+    (["/usr/bin/python3", "-m", "flrdf", "train", "--out", "{run}"], True),
+    (["python", "-m", "flrdf", "loc-eval", "--run", "x", "--out={run}"], True),
+    (["python", "-m", "flrdf", "train", "--out", "{run}/../r1"], True),
+    (["python", "-m", "flrdf", "train", "--out", "{run}2"], False),
+    (["python", "-m", "flrdf", "train"], False),
+    (["python", "-m", "flrdf", "train", "--out", "{run}", "--out", "/elsewhere"], False),
+    (["python", "-m", "flrdf", "predict", "--out", "{run}"], False),
+    (["python", "-c", "flrdf", "train", "--out", "{run}"], False),
+    (["sleep", "-m", "flrdf", "train", "--out", "{run}"], False),
+    (["python", "flrdf", "-m", "train", "--out", "{run}"], False),
+])
+def test_job_cmdline_rule(tmp_path, argv, ok):
+    run = tmp_path / "r1"
+    run.mkdir()
+    assert jobs.is_job_cmdline([a.replace("{run}", str(run)) for a in argv], run) is ok
 
 
 def test_run_states_from_files(tmp_path):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from flrdf.config import ConfigError, apply_overrides, config_from_dict, load_config, shipped_configs
+from flrdf.config import ConfigError, apply_overrides, config_from_dict, load_config, override_arg, shipped_configs
 
 
 class _Parser(argparse.ArgumentParser):
@@ -36,11 +36,17 @@ def default_run_dir(runs_dir: str, name: str) -> Path:
     return path
 
 
+def add_set_arg(p: argparse.ArgumentParser, help_: str) -> None:
+    """``--set KEY=VALUE [KEY=VALUE ...]``, repeatable (mmcv's --cfg-options style); a bare --set or a token
+    without '=' is an error with a message."""
+    p.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
+                   type=override_arg, help=help_ + " (several pairs after one --set; repeatable)")
+
+
 def train_main(argv: list[str]) -> int:
     p = _Parser(prog="python -m flrdf train", description="Train FLRDF; writes a run directory.")
     p.add_argument("--config", help=f"shipped config name ({', '.join(shipped_configs())}) or a YAML path")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config value, e.g. --set optim.epochs=2 (repeatable)")
+    add_set_arg(p, "override a config value, e.g. --set optim.epochs=2 runtime.seed=1")
     p.add_argument("--out", help="run directory (default: RUNS_DIR/<config>-<time>)")
     p.add_argument("--runs-dir", default="runs")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
@@ -100,8 +106,7 @@ def add_source_args(p: argparse.ArgumentParser, split_help: str = "dataset split
     src.add_argument("--run", help="run directory (uses checkpoints/last.pt)")
     src.add_argument("--checkpoint", help="checkpoint .pt or model .safetensors")
     p.add_argument("--split", help=f"{split_help} (default: the config's test split)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override the stored config, e.g. --set data.root=/data/CUB_200_2011")
+    add_set_arg(p, "override the stored config, e.g. --set data.root=/data/CUB_200_2011")
 
 
 def eval_main(argv: list[str]) -> int:
