@@ -8,6 +8,7 @@ A new tab is a module with ``build_<name>_tab(ctx)``, appended to ``TABS``.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable
 
 import gradio as gr
@@ -63,9 +64,32 @@ def set_compute_threads(threads: int | None = 0) -> int:
     return n
 
 
+def _patient_url_ok(url: str, attempts: int = 10, timeout_s: float = 10.0) -> bool:
+    """Gradio's start-up probe of its own page, with room for a loaded machine.
+
+    ``gradio.networking.url_ok`` gives up after a single 3 s timeout, so on a busy 2-core machine a
+    healthy server sometimes fails to start ("When localhost is not accessible, a shareable link must
+    be created"). Same check, with retries and a longer timeout per try.
+    """
+    import httpx
+
+    for _ in range(attempts):
+        try:
+            r = httpx.head(url, timeout=timeout_s, verify=False)
+            if r.status_code in (200, 401, 301, 302, 303, 307, 308):
+                return True
+        except (httpx.ConnectError, httpx.TimeoutException, ConnectionError):
+            pass
+        time.sleep(0.5)
+    return False
+
+
 def launch(app: gr.Blocks, host: str = "127.0.0.1", port: int | None = 7860, share: bool = False,
            prevent_thread_lock: bool = False, max_file_size: str = MAX_FILE_SIZE, quiet: bool = False):
     """Queue and serve ``app``; returns Gradio's ``(fastapi_app, local_url, share_url)``."""
     app.queue(max_size=QUEUE_SIZE, default_concurrency_limit=DEFAULT_CONCURRENCY)
+    from gradio import networking
+
+    networking.url_ok = _patient_url_ok
     return app.launch(server_name=host, server_port=port, share=share, max_file_size=max_file_size,
                       prevent_thread_lock=prevent_thread_lock, show_error=True, quiet=quiet)
