@@ -34,16 +34,17 @@ gpu=(--set runtime.device=cuda --set data.num_workers=8)
 scripts/make_demo_model.sh --until backbone "${gpu[@]}" >"$OUT/backbone.log" 2>&1
 wait
 stamp "recipe selection (validation split)"
-timeout $(( $(left) / 4 )) python scripts/run_experiments.py --jobs 5 --threads 2 --suites recipe \
+timeout $(( $(left) / 3 )) python scripts/run_experiments.py --jobs 5 --threads 2 --suites recipe \
   --set runtime.device=cuda data.num_workers=2 | grep -v '^|' | tee -a "$OUT/experiments.log"
 pack
 mapfile -t recipe < <(python -c "import json; [print(o) for o in json.load(open('docs/results/recipe_selection.json'))[0]['winner_overrides']]" 2>/dev/null)
 stamp "recipe: ${recipe[*]:-paper (none chosen)}"
 recipe_sets=(); for o in "${recipe[@]}"; do recipe_sets+=(--set "$o"); done
 stamp "$SUITES"
-timeout $(( $(left) - 90 )) python scripts/run_experiments.py --jobs 8 --threads 2 --suites "$SUITES" --seeds 0,1,2 \
+timeout $(( $(left) - 30 )) python scripts/run_experiments.py --jobs 9 --threads 2 --suites "$SUITES" --seeds 0,1,2 \
   --set runtime.device=cuda data.num_workers=1 "${recipe[@]}" | grep -v '^|' | tee -a "$OUT/experiments.log"
 pack
+if [ "$(left)" -lt 100 ]; then stamp "no time left for the demo model"; stamp "done"; exit 0; fi
 stamp "demo model with the chosen recipe"
 timeout $(( $(left) - 25 )) scripts/make_demo_model.sh --until model "${gpu[@]}" --set runtime.eval_every=0 \
   "${recipe_sets[@]}" >"$OUT/demo.log" 2>&1
