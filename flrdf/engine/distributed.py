@@ -25,15 +25,22 @@ def backend_for(device: torch.device) -> str:
     return "nccl" if device.type == "cuda" else "gloo"
 
 
+def launched_by_torchrun() -> bool:
+    """The env:// rendezvous variables torchrun sets (also for ``--nproc_per_node 1``)."""
+    return all(k in os.environ for k in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"))
+
+
 def setup(device: torch.device) -> tuple[int, int, int, torch.device]:
-    """``(rank, world, local_rank, device)`` from the torchrun environment; with ``WORLD_SIZE > 1`` a CUDA
-    device becomes ``cuda:LOCAL_RANK`` and is selected *before* the process group exists."""
+    """``(rank, world, local_rank, device)`` from the torchrun environment. Under torchrun (any world size,
+    so a 1-GPU torchrun runs the same collectives as a multi-GPU one) or with ``WORLD_SIZE > 1`` a process
+    group is created; a CUDA device becomes ``cuda:LOCAL_RANK`` and is selected *before* the group exists."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
-    if world > 1 and device.type == "cuda":
+    grouped = world > 1 or launched_by_torchrun()
+    if grouped and device.type == "cuda":
         device = torch.device("cuda", local)
         torch.cuda.set_device(device)
-    if world > 1 and not dist.is_initialized():
+    if grouped and not dist.is_initialized():
         dist.init_process_group(backend_for(device))
     rank = dist.get_rank() if dist.is_initialized() else 0
     return rank, world, local, device

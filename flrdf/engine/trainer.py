@@ -108,11 +108,12 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False) -> dict:
         device, device_error = torch.device("cpu"), exc
     # the device first: under NCCL each rank must own its GPU before the first collective (the barrier)
     rank, world, _, device = distributed.setup(device)
+    ddp = distributed.active()  # also a 1-process torchrun: the same collectives as a multi-GPU run
     is_main = rank == 0
     run = RunDir(run_dir)
     if is_main:
         run.create()
-    if world > 1:
+    if ddp:
         distributed.barrier(device)
     _setup_logging(run, rank)
     stop = _StopFlag()
@@ -122,7 +123,8 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False) -> dict:
         if is_main:
             started = (run.status() or {}).get("started") if resume else None
             run.update_status(state="running", pid=os.getpid(), host=socket.gethostname(), started=started or now_iso(),
-                              error=None, config=cfg.name, dataset=cfg.data.dataset, world_size=world)
+                              error=None, config=cfg.name, dataset=cfg.data.dataset, world_size=world,
+                              backend=dist.get_backend() if ddp else None)
             run.config.write_text(dump_config(cfg))
         if device_error is not None:
             raise device_error
@@ -149,6 +151,7 @@ def _rank_rng(seed: int, rank: int, epoch: int, step: int) -> None:
 def _train(cfg: Config, run: RunDir, resume: bool, rank: int, world: int, device: torch.device,
            stop: _StopFlag) -> dict:
     is_main = rank == 0
+    ddp = distributed.active()
     prec = precision_for(device, cfg.runtime.amp, cfg.runtime.channels_last)
     _seed_everything(cfg.runtime.seed + rank, cfg.runtime.deterministic)
 
@@ -203,7 +206,7 @@ def _train(cfg: Config, run: RunDir, resume: bool, rank: int, world: int, device
         log.info("resumed from %s at epoch %d, step %d", run.last, epoch, step)
 
     train_model = model
-    if world > 1:
+    if ddp:
         ddp_kwargs = {"device_ids": [device.index]} if device.type == "cuda" else {}
         train_model = torch.nn.parallel.DistributedDataParallel(
             model, find_unused_parameters=o.raw_warmup_epochs > 0, **ddp_kwargs)
@@ -215,7 +218,7 @@ def _train(cfg: Config, run: RunDir, resume: bool, rank: int, world: int, device
 
     def checkpoint(path, batch_in_epoch=0, ep=None):
         # every rank calls this (a collective): each rank's RNG state goes into the file rank 0 writes
-        ranks = distributed.all_gather_objects(rng_state()) if world > 1 else None
+        ranks = distributed.all_gather_objects(rng_state()) if ddp else None
         if is_main:
             save_checkpoint(path, model, cfg, class_names, epoch=epoch if ep is None else ep, step=step,
                             optimizer=optimizer, scheduler=scheduler, scaler=prec.scaler,
@@ -223,14 +226,14 @@ def _train(cfg: Config, run: RunDir, resume: bool, rank: int, world: int, device
 
     def stop_requested() -> bool:
         flag = stop.signal is not None
-        if world > 1:
+        if ddp:
             t = torch.tensor([1.0 if flag else 0.0], device=distributed.collective_device(model))
             dist.all_reduce(t)
             flag = bool(t.item() > 0)
         return flag
 
     def log_eval(split: str, loader) -> dict:
-        result = evaluate(train_model if world == 1 else model, loader, prec, jigsaw=cfg.runtime.eval_jigsaw)
+        result = evaluate(model if ddp else train_model, loader, prec, jigsaw=cfg.runtime.eval_jigsaw)
         if is_main:
             run.append_metrics({"step": step, "epoch": epoch, "split": split, **result, "time": time.time()})
         log.info("eval %s epoch %d: %s", split, epoch, {k: v for k, v in result.items() if v is not None})
@@ -273,7 +276,7 @@ def _train(cfg: Config, run: RunDir, resume: bool, rank: int, world: int, device
             at_log = step == 1 or step % cfg.runtime.log_every == 0 or batch_in_epoch == steps_per_epoch \
                 or step >= total_steps
             if at_log:
-                if world > 1:
+                if ddp:
                     dist.all_reduce(sums)
                     sums /= world
                     flag = bad.float()
@@ -338,7 +341,7 @@ def _train(cfg: Config, run: RunDir, resume: bool, rank: int, world: int, device
     checkpoint(run.last, 0 if finished_epoch else batch_in_epoch)
     log.info("finished: step %d, epoch %d", step, epoch)
     result = {"state": "finished", "step": step, "epoch": epoch, "final": final_test, "best_val_top1": best_val}
-    if world > 1:
+    if ddp:
         result["rank_checksums"] = _rank_checksums(model)
         log.info("parameter checksums per rank: %s", result["rank_checksums"])
     return result
