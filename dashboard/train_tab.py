@@ -29,6 +29,7 @@ from dashboard import runs as R
 from dashboard import train_form as form
 from dashboard.context import DashboardContext
 from dashboard.paths import PathError
+from flrdf.backbone import pretrained_note
 from flrdf.config import ConfigError, shipped_configs
 from flrdf.engine.rundir import read_metrics
 
@@ -60,6 +61,17 @@ def _component(f: form.Field, value):
         return gr.Number(value=value, label=f.label, info=f.info or None, precision=0 if f.kind == "int" else None,
                          elem_id=elem_id)
     return gr.Textbox(value=value, label=f.label, info=f.info or None, elem_id=elem_id)
+
+
+def preflight_notes(res: form.Resolved) -> list[str]:
+    """The form's warnings before launch: train_form's notes, and whether the ImageNet weights a config asks
+    for are missing here (the job would stop at start; the message says how to provide them)."""
+    notes = list(res.notes)
+    m = res.cfg.model
+    missing = pretrained_note(m.backbone, m.pretrained, m.weights)
+    if missing:
+        notes.append(missing)
+    return notes
 
 
 def _threads(value, ctx: DashboardContext) -> int:
@@ -135,7 +147,7 @@ def build_train_tab(ctx: DashboardContext):
     comps: dict[str, gr.components.Component] = {}
     try:
         first = form.resolve(start, values)
-        init = (first.command(), first.torchrun(), "\n".join(f"- {n}" for n in first.notes))
+        init = (first.command(), first.torchrun(), "\n".join(f"- {n}" for n in preflight_notes(first)))
     except (ConfigError, ValueError) as exc:
         init = ("", "", f"**invalid:** {exc}")
 
@@ -201,7 +213,7 @@ def build_train_tab(ctx: DashboardContext):
         except (ConfigError, ValueError) as exc:  # PathError is a ValueError
             return "", "", f"**invalid:** {exc}"
         t = int(vals[-1] or 0) or None
-        note = "\n".join(f"- {n}" for n in res.notes)
+        note = "\n".join(f"- {n}" for n in preflight_notes(res))
         return res.command(t), res.torchrun(), note
 
     gr.on([c.change for c in form_inputs], show_command, form_inputs, [command, torchrun, notes],

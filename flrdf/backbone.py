@@ -2,14 +2,20 @@
 
 Weights: ``pretrained=True`` asks torchvision's weights API for the ImageNet-1k
 weights (downloaded to the torch hub cache when reachable); ``weights=PATH``
-loads a local torchvision-format state dict (.pth / .pt / .safetensors). When
-neither gives weights the backbone starts from random init with a warning.
+loads a local torchvision-format state dict (.pth / .pt / .safetensors). A config
+that asks for ImageNet weights and cannot get them fails at once with
+``PretrainedUnavailable`` (a paper config silently trained from random init wastes
+a GPU-day and reaches about 30 %); random init is an explicit choice,
+``model.pretrained=false``. ``pretrained_note`` says before a launch whether the
+weights are already in the local torchvision cache.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
+from urllib.parse import urlparse
 from typing import Callable
 
 import torch
@@ -24,6 +30,46 @@ BACKBONES: dict[str, tuple[Callable[..., models.ResNet], object, int]] = {
     "resnet50": (models.resnet50, models.ResNet50_Weights.IMAGENET1K_V2, 2048),
     "resnet101": (models.resnet101, models.ResNet101_Weights.IMAGENET1K_V2, 2048),
 }
+
+
+class PretrainedUnavailable(RuntimeError):
+    """ImageNet weights were asked for (``model.pretrained=true``) and could not be fetched."""
+
+
+def imagenet_weights(name: str):
+    """The torchvision weights enum entry a backbone name uses with ``pretrained=True``."""
+    if name not in BACKBONES:
+        raise ValueError(f"unknown backbone {name!r}; choose one of {sorted(BACKBONES)}")
+    return BACKBONES[name][1]
+
+
+def cached_weights_path(name: str) -> Path:
+    """Where torchvision keeps (or would download) a backbone's ImageNet weights: $TORCH_HOME/hub/checkpoints."""
+    import torch.hub
+
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(imagenet_weights(name).url).path)
+
+
+def how_to_provide(name: str) -> str:
+    """The remedies, named the way a config or the shell spells them."""
+    path = cached_weights_path(name)
+    return (f"Provide them: download {imagenet_weights(name).url} where there is network and pass "
+            f"model.weights=PATH (e.g. --set model.weights=/data/{path.name}), or place the file at {path} "
+            f"(the torchvision cache; set TORCH_HOME to use another cache directory). "
+            f"Or train from random init on purpose with model.pretrained=false.")
+
+
+def pretrained_note(name: str, pretrained: bool, weights: str | None) -> str | None:
+    """Before a launch: a message when ImageNet weights are asked for but not in the local cache (the job will
+    then try to download them and stop at start if it cannot); None when nothing is missing."""
+    if weights or not pretrained or name not in BACKBONES:
+        return None
+    path = cached_weights_path(name)
+    if path.is_file():
+        return None
+    return (f"model.pretrained=true but the ImageNet weights of {name} are not in the torchvision cache "
+            f"({path}): the job downloads them at start and stops with an error if it cannot. "
+            + how_to_provide(name))
 
 
 def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
@@ -91,9 +137,12 @@ class ResNetBackbone(nn.Module):
         if pretrained:
             try:
                 return builder(weights=imagenet), f"torchvision:{imagenet}"
-            except Exception as exc:  # no network, no cache
-                log.warning("ImageNet weights %s unavailable (%s); backbone starts from random init", imagenet, exc)
-                return builder(weights=None), "random (pretrained weights unavailable)"
+            except Exception as exc:  # no network, no cache: stop, never fall back to random init silently
+                reason = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+                name = builder.__name__
+                raise PretrainedUnavailable(
+                    f"model.pretrained=true but the ImageNet weights of {name} ({imagenet}) could not be "
+                    f"fetched ({type(exc).__name__}: {reason}). " + how_to_provide(name)) from None
         log.info("backbone %s starts from random init (no pretrained weights asked for)", builder.__name__)
         return builder(weights=None), "random"
 

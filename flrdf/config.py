@@ -63,6 +63,7 @@ class OptimConfig:
     raw_warmup_epochs: int = 0       # train the raw branch alone first (MMAL-Net practice)
     max_steps: int = 0               # stop after this many steps in total (0: no limit) - for smoke runs
     grad_clip: float = 0.0
+    no_decay_norm_bias: bool = False  # true: no weight decay on norm layers, biases, the suppression controller
 
 
 @dataclass
@@ -87,6 +88,7 @@ class RuntimeConfig:
     log_every: int = 10              # steps between metrics lines
     eval_every: int = 1              # epochs between test evaluations (0: only at the end)
     checkpoint_every: int = 1        # epochs
+    eval_jigsaw: bool = False        # evaluations in training also score the jigsaw branch (about +50 % time)
 
 
 @dataclass

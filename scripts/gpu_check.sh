@@ -1,13 +1,26 @@
 #!/usr/bin/env bash
-# Every GPU measurement of docs/PERFORMANCE.md in one run (about 6-8 minutes on one H100/H200):
-# FLRDF vs baseline throughput at resnet18/224 and resnet50/448 (AMP + channels_last, data
-# pipeline included), Inspect latency on CUDA, and a short paper-config training run on
-# synthetic data at 448 px to time an epoch. Results land in ${OUT:-gpu-results}/.
-set -euo pipefail
+# GPU checks in one run. Default (a few minutes on one H100/H200): the engine's GPU-only paths
+# (issue 13) - AMP bf16 and fp16+GradScaler, channels_last, torch.compile, a 1-GPU torchrun run
+# under NCCL through a full evaluation, and its --resume under torchrun - written as ONE JSON,
+# docs/results/gpu_check.json (each check: ok / error text / figures; a failure never stops the
+# others). scripts/gpu_check.py lists them; `--device cpu --skip compile` smoke-tests it without a GPU.
+#
+# BENCH=1 also runs every GPU measurement of docs/PERFORMANCE.md (about 6-8 minutes more): FLRDF vs
+# baseline throughput at resnet18/224 and resnet50/448 (AMP + channels_last, data pipeline
+# included), Inspect latency on CUDA, and a short paper-config training run on synthetic data at
+# 448 px to time an epoch. Those results land in ${OUT:-gpu-results}/.
+set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-gpu-results}
 mkdir -p "$OUT"
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/device.txt"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/device.txt" || true
+python scripts/gpu_check.py --out docs/results/gpu_check.json --work "$OUT/gpu_check" "$@"
+check_rc=$?
+[ "$check_rc" -eq 0 ] || echo "gpu_check: some checks failed - see docs/results/gpu_check.json" >&2
+if [ "${BENCH:-0}" != "1" ]; then
+  exit "$check_rc"
+fi
+set -e
 python -m flrdf bench --device cuda --backbone resnet18 --size 224 --batch 64 --iters 10 --rounds 3 --pipeline \
   --pipeline-steps 20 --out "$OUT/bench_r18_224.json"
 python -m flrdf bench --device cuda --backbone resnet50 --size 448 --batch 16 --iters 10 --rounds 3 --pipeline \
@@ -24,3 +37,4 @@ lines = [json.loads(l) for l in (out / "paper-epoch" / "metrics.jsonl").read_tex
 ips = [l["images_per_s"] for l in lines if l.get("images_per_s")][2:]
 print(json.dumps({"paper_config_train_images_per_s_median": sorted(ips)[len(ips) // 2] if ips else None}))
 PY
+exit "$check_rc"

@@ -36,7 +36,7 @@ def main() -> int:
         for i, r in enumerate(tqdm(data.records, desc=split)):
             if r.box is None:
                 continue
-            image = load_image(r.path, crop_bottom=data.crop_bottom)
+            image = load_image(r.path, crop_bottom=data.crop_bottom, exif_transpose=data.exif_transpose)
             x1, y1, x2, y2 = r.box
             mx, my = (x2 - x1) * args.margin, (y2 - y1) * args.margin
             crop = image.crop((max(0, x1 - mx), max(0, y1 - my), min(image.width, x2 + mx), min(image.height, y2 + my)))

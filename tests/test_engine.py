@@ -42,6 +42,10 @@ def test_train_eval_predict_end_to_end(demo_root, tmp_path, capsys):
         assert key in result
     assert result["n"] == 12 and 0 <= result["loc_acc"] <= 1
     assert result["top1"] == pytest.approx(evals[-1]["top1"])
+    assert result["top1_jigsaw"] is None  # the jigsaw pass only when asked
+    assert cli_main(["eval", "--run", str(run), "--device", "cpu", "--jigsaw"]) == 0
+    with_jigsaw = json.loads(capsys.readouterr().out)
+    assert 0 <= with_jigsaw["top1_jigsaw"] <= 1 and with_jigsaw["top1"] == result["top1"]
 
     image = next((demo_root / "CUB_200_2011" / "images").rglob("*.jpg"))
     assert cli_main(["predict", "--checkpoint", str(run / "checkpoints" / "last.pt"), str(image),
@@ -180,6 +184,22 @@ def test_ddp_two_processes_gloo_agree(demo_root, tmp_path):
     sums = status["rank_checksums"]
     assert len(sums) == 2 and sums[0] == sums[1]
     assert status["final"]["n"] == 12  # sharded evaluation covers the split exactly once
+
+    # the checkpoint holds each rank's own RNG state, and a resume gives each rank its own back: the two ranks
+    # then draw different jigsaw permutations (with one shared state they drew the same ones)
+    saved = read_checkpoint(run / "checkpoints" / "last.pt")
+    assert len(saved.get("rng_ranks") or []) == 2
+    assert not torch.equal(saved["rng_ranks"][0]["torch"], saved["rng_ranks"][1]["torch"])
+    resume = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29518",
+              str(ROOT / "tests" / "ddp_probe.py"), "train", "--out", str(run), "--resume", "--set", "optim.epochs=2"]
+    proc = subprocess.run(resume, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    status = json.loads((run / "status.json").read_text())
+    assert status["state"] == "finished" and status["epoch"] == 2
+    assert status["rank_checksums"][0] == status["rank_checksums"][1]
+    drawn = [json.loads((run / f"probe-rank{r}.json").read_text())["perms"] for r in (0, 1)]
+    assert drawn[0] and drawn[1], "no jigsaw permutation drawn after the resume"
+    assert drawn[0] != drawn[1], "both ranks drew the same permutations after the resume"
 
 
 def test_bad_checkpoints_are_refused(tmp_path):

@@ -49,6 +49,7 @@ class FakeModel(nn.Module):
         self.cfg = ModelConfig(jigsaw_n=2)
         self.branches = branches
         self.taus: list = []
+        self.jigsaw_calls: list = []   # with_jigsaw of every call
         self.combined = torch.stack([_ranked(y, r) for y, r in zip(LABELS, COMBINED_RANK)])
         self.raw = torch.stack([_argmax_at(y, h) for y, h in zip(LABELS, RAW_HIT)])
         self.object = torch.stack([_argmax_at(y, h) for y, h in zip(LABELS, OBJECT_HIT)])
@@ -58,14 +59,17 @@ class FakeModel(nn.Module):
     def forward(self, images, *, tau=None, with_jigsaw=None, perms=None, **_):
         assert not self.training  # evaluate() puts the model in eval mode
         self.taus.append(tau)
+        self.jigsaw_calls.append(with_jigsaw)
         ids = images[:, 0, 0, 0].long()
         b = len(ids)
         maps = torch.zeros(b, 2, 2)
         if not self.branches:
             return FLRDFOutput(logits_raw=self.raw[ids], logits=self.raw[ids], loc_map=maps, plain_map=maps)
-        assert with_jigsaw and perms is not None and perms.shape == (b, 4)
+        if with_jigsaw:
+            assert perms is not None and perms.shape == (b, 4)
         return FLRDFOutput(logits_raw=self.raw[ids], logits=self.combined[ids], loc_map=maps, plain_map=maps,
-                           boxes=self.boxes[ids], logits_object=self.object[ids], logits_jigsaw=self.jigsaw[ids])
+                           boxes=self.boxes[ids], logits_object=self.object[ids],
+                           logits_jigsaw=self.jigsaw[ids] if with_jigsaw else None)
 
 
 def _batches(split=((0, 1, 2, 3), (4, 5))):
@@ -78,7 +82,8 @@ def _batches(split=((0, 1, 2, 3), (4, 5))):
 
 def test_fake_model_logits_give_exact_accuracies_and_localization():
     model = FakeModel()
-    result = evaluate(model, list(_batches()), precision_for(torch.device("cpu"), False, False), tau=0.25)
+    result = evaluate(model, list(_batches()), precision_for(torch.device("cpu"), False, False), tau=0.25,
+                      jigsaw=True)
     mean_iou = (1 + 0.5 + 0.4 + 25 / 175 + 0) / 5
     expected = {"top1": round(2 / 6, 6), "top5": round(4 / 6, 6), "top1_raw": 0.5, "top1_object": round(1 / 6, 6),
                 "top1_jigsaw": round(5 / 6, 6), "n": 6, "loc_acc": 0.4, "mean_iou": round(mean_iou, 6), "n_box": 5}
@@ -88,8 +93,8 @@ def test_fake_model_logits_give_exact_accuracies_and_localization():
 
 def test_batching_does_not_change_the_figures():
     prec = precision_for(torch.device("cpu"), False, False)
-    one = evaluate(FakeModel(), list(_batches(((0, 1, 2, 3, 4, 5),))), prec)
-    many = evaluate(FakeModel(), list(_batches(((5,), (0, 2), (1, 3, 4)))), prec)
+    one = evaluate(FakeModel(), list(_batches(((0, 1, 2, 3, 4, 5),))), prec, jigsaw=True)
+    many = evaluate(FakeModel(), list(_batches(((5,), (0, 2), (1, 3, 4)))), prec, jigsaw=True)
     assert one == many
     assert one["top1"] == round(2 / 6, 6) and one["loc_acc"] == 0.4
 
@@ -101,3 +106,18 @@ def test_branches_and_boxes_absent_are_reported_as_none():
     assert result["loc_acc"] is None and result["mean_iou"] is None and result["n_box"] == 0
     # a raw miss ranks (label + 1) first, then the rest in class order: label 5 lands 7th, the others in the top 5
     assert result["top5"] == round(5 / 6, 6)
+
+
+def test_jigsaw_pass_runs_only_when_asked():
+    """The jigsaw branch costs a third backbone pass: by default evaluate() never asks the model for it and
+    reports top1_jigsaw as None; jigsaw=True scores it, leaving every other figure as it was."""
+    prec = precision_for(torch.device("cpu"), False, False)
+    model = FakeModel()
+    plain = evaluate(model, list(_batches()), prec)
+    assert model.jigsaw_calls and not any(model.jigsaw_calls)
+    assert "top1_jigsaw" in plain and plain["top1_jigsaw"] is None
+    asked = FakeModel()
+    full = evaluate(asked, list(_batches()), prec, jigsaw=True)
+    assert all(asked.jigsaw_calls) and full["top1_jigsaw"] == round(5 / 6, 6)
+    assert {k: v for k, v in full.items() if k != "top1_jigsaw"} == {k: v for k, v in plain.items()
+                                                                   if k != "top1_jigsaw"}

@@ -132,7 +132,7 @@ def test_loc_eval_cam_rows_equal_what_inspect_shows(loc_setup):
     out = base / "vs-inspect"
     assert loc_eval_main(["--checkpoint", str(base / "tiny.safetensors"), "--set", f"data.root={root}",
                           "--methods", ",".join(METHODS), "--limit", "4", "--batch-size", "2", "--worst", "0",
-                          "--device", "cpu", "--out", str(out)]) == 0
+                          "--frame", "crop", "--device", "cpu", "--out", str(out)]) == 0  # Inspect's view
     with open(out / "per_image.csv") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 4
@@ -144,3 +144,42 @@ def test_loc_eval_cam_rows_equal_what_inspect_shows(loc_setup):
         assert float(row["iou_flrdf"]) == pytest.approx(shown.iou, abs=1e-4), row["file"]
         for cam in shown.cams:
             assert float(row[f"iou_{cam.method}"]) == pytest.approx(cam.iou, abs=1e-4), (row["file"], cam.method)
+
+
+def test_frame_full_scores_the_whole_image_and_crop_the_centre_crop(loc_setup, capsys):
+    """--frame full (the default, wsolevaluation's frame) resizes the whole image with no crop, so a
+    ground-truth box is only scaled; --frame crop is the centre-crop test view (scaled, shifted, clipped).
+    results.json and table.md say which frame was used."""
+    from flrdf.engine.loaders import records_for
+
+    base, root, loaded = loc_setup
+    d = loaded.config.data
+    assert d.root == str(root)
+    boxes = {r.path: r.box for r in records_for(d, "test").records}
+    seen = {}
+    for frame in ("default", "full", "crop"):
+        out = base / f"frame-{frame}"
+        args = ["--checkpoint", str(base / "tiny.safetensors"), "--set", f"data.root={root}", "--methods", "",
+                "--limit", "5", "--batch-size", "5", "--worst", "5", "--device", "cpu", "--out", str(out)]
+        assert loc_eval_main(args + ([] if frame == "default" else ["--frame", frame])) == 0
+        capsys.readouterr()
+        seen[frame] = read_results(out)
+        assert seen[frame]["frame"] == ("full" if frame == "default" else frame)
+        assert ("full image" if frame != "crop" else "centre crop") in (out / "table.md").read_text()
+    from PIL import Image
+
+    for frame in ("full", "crop"):
+        assert len(seen[frame]["worst"]) == 5
+        for item in seen[frame]["worst"]:
+            w, h = Image.open(item["file"]).size
+            x1, y1, x2, y2 = boxes[item["file"]]
+            if frame == "full":
+                s = d.image_size
+                want = [x1 * s / w, y1 * s / h, x2 * s / w, y2 * s / h]
+            else:
+                off = round((d.resize - d.image_size) / 2)
+                want = [min(max(v, 0.0), d.image_size) for v in
+                        (x1 * d.resize / w - off, y1 * d.resize / h - off, x2 * d.resize / w - off,
+                         y2 * d.resize / h - off)]
+            assert item["gt_box"] == pytest.approx(want, abs=0.02), (frame, item["file"])
+    assert seen["default"]["rows"] == seen["full"]["rows"]

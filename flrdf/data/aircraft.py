@@ -113,7 +113,7 @@ def load(root: str | os.PathLike, split: str, annotation_level: str = "variant",
         if box is not None:
             # only the header is read; an unreadable image keeps its box as the file gives it
             # and fails (or is skipped) when it is loaded.
-            box = _clip(box, image_size(path), crop_bottom)
+            box = _clip(box, image_size(path, exif=False), crop_bottom)
         records.append(Record(path=path, label=label, class_name=class_names[label], box=box))
     meta = {"root": str(data), "layout": "fgvc-aircraft-2013b", "annotation_level": annotation_level}
-    return DatasetRecords(records, class_names, crop_bottom, meta)
+    return DatasetRecords(records, class_names, crop_bottom, meta, exif_transpose=False)

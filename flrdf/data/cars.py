@@ -90,7 +90,8 @@ def _load_devkit(d: Path, split: str) -> DatasetRecords:
         label = _label(annos, number, as_int(annos, number, "class", values["class"]), class_names)
         fname = as_text(annos, number, "fname", values["fname"])
         records.append(Record(str(image_dir / fname), label, class_names[label], _box(annos, number, values)))
-    return DatasetRecords(records, class_names, 0, {"root": str(d), "layout": "devkit", "annotations": str(annos)})
+    return DatasetRecords(records, class_names, 0, {"root": str(d), "layout": "devkit", "annotations": str(annos)},
+                          exif_transpose=False)
 
 
 def _load_car_ims(d: Path, split: str) -> DatasetRecords:
@@ -115,7 +116,8 @@ def _load_car_ims(d: Path, split: str) -> DatasetRecords:
         label = _label(annos, number, as_int(annos, number, "class", values["class"]), class_names)
         rel = as_text(annos, number, "relative_im_path", values["relative_im_path"])
         records.append(Record(str(d / rel), label, class_names[label], _box(annos, number, values)))
-    return DatasetRecords(records, class_names, 0, {"root": str(d), "layout": "car_ims", "annotations": str(annos)})
+    return DatasetRecords(records, class_names, 0, {"root": str(d), "layout": "car_ims", "annotations": str(annos)},
+                          exif_transpose=False)
 
 
 def _csv_rows(path: Path):
@@ -160,7 +162,8 @@ def _load_kaggle(d: Path, base: Path, split: str) -> DatasetRecords:
     missing = sorted({str(Path(r.path).parent) for r in records if not Path(r.path).parent.is_dir()})
     if missing:
         raise DatasetError(f"Stanford Cars (Kaggle copy): class folder not found: {missing[0]} (named in {annos})")
-    return DatasetRecords(records, class_names, 0, {"root": str(d), "layout": "kaggle", "annotations": str(annos)})
+    return DatasetRecords(records, class_names, 0, {"root": str(d), "layout": "kaggle", "annotations": str(annos)},
+                          exif_transpose=False)
 
 
 def load(root: str | os.PathLike, split: str) -> DatasetRecords:

@@ -114,4 +114,5 @@ def load(root: str | os.PathLike, split: str) -> DatasetRecords:
                 box=boxes.get(image_id),
             )
         )
-    return DatasetRecords(records, class_names, 0, {"root": str(base), "layout": "CUB_200_2011"})
+    return DatasetRecords(records, class_names, 0, {"root": str(base), "layout": "CUB_200_2011"},
+                          exif_transpose=False)

@@ -52,7 +52,8 @@ class FGVCDataset(Dataset):
 
     def _sample(self, index: int) -> dict:
         record = self.records[index]
-        image = load_image(record.path, crop_bottom=self.data.crop_bottom)
+        image = load_image(record.path, crop_bottom=self.data.crop_bottom,
+                           exif_transpose=getattr(self.data, "exif_transpose", True))
         source = None
         if getattr(self.transform, "source_size", 0):
             tensor, box, source = self.transform.views(image, record.box)
@@ -96,7 +97,7 @@ def find_unreadable(data: DatasetRecords) -> list[tuple[str, str]]:
     bad = []
     for record in data.records:
         try:
-            load_image(record.path, crop_bottom=data.crop_bottom)
+            load_image(record.path, crop_bottom=data.crop_bottom, exif_transpose=data.exif_transpose)
         except ImageLoadError as error:
             bad.append((record.path, str(error)))
     return bad

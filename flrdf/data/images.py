@@ -2,8 +2,10 @@
 
 ``load_image`` is the only place pixels are read: it refuses decompression
 bombs before decoding, names the file on any decoding problem
-(``ImageLoadError``), applies EXIF orientation, converts every mode to 8-bit
-RGB and cuts ``crop_bottom`` rows (FGVC-Aircraft's banner).
+(``ImageLoadError``), applies EXIF orientation (``exif_transpose``; off for the
+dataset readers whose boxes are annotated in the stored pixel orientation - CUB,
+Cars, Aircraft, as torchvision and the papers' loaders read them), converts every
+mode to 8-bit RGB and cuts ``crop_bottom`` rows (FGVC-Aircraft's banner).
 """
 
 from __future__ import annotations
@@ -65,13 +67,14 @@ def to_rgb(im: Image.Image) -> Image.Image:
     return im.convert("RGB")
 
 
-def load_image(source, crop_bottom: int = 0, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+def load_image(source, crop_bottom: int = 0, max_pixels: int = DEFAULT_MAX_PIXELS,
+               exif_transpose: bool = True) -> Image.Image:
     """Read ``source`` (path, bytes or binary file object) as an RGB ``PIL.Image``.
 
     Raises ``ImageLoadError`` (message names the file) when the file is missing,
     not an image, truncated or corrupt, larger than ``max_pixels`` (checked from
     the header, before decoding; PIL's own bomb limit applies too), or no rows
-    remain after ``crop_bottom``.
+    remain after ``crop_bottom``. ``exif_transpose=False`` keeps the pixels as stored (no EXIF rotation).
     """
     name = _describe(source)
     if isinstance(source, (bytes, bytearray, memoryview)):
@@ -88,10 +91,11 @@ def load_image(source, crop_bottom: int = 0, max_pixels: int = DEFAULT_MAX_PIXEL
                     )
                 im.load()
                 picture = im
-                try:
-                    picture = ImageOps.exif_transpose(im)
-                except Exception:  # broken EXIF: keep the stored orientation
-                    picture = im
+                if exif_transpose:
+                    try:
+                        picture = ImageOps.exif_transpose(im)
+                    except Exception:  # broken EXIF: keep the stored orientation
+                        picture = im
                 picture = to_rgb(picture)
                 if picture is im:
                     picture = im.copy()

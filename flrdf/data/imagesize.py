@@ -10,8 +10,9 @@ from PIL import Image
 _ORIENTATION_TAG = 0x0112
 
 
-def image_size(path: str) -> tuple[int, int] | None:
-    """``(width, height)`` as ``load_image`` will return it, or ``None`` when the header is unreadable."""
+def image_size(path: str, exif: bool = True) -> tuple[int, int] | None:
+    """``(width, height)`` as ``load_image(path, exif_transpose=exif)`` will return it, or ``None`` when the
+    header is unreadable."""
     try:
         with Image.open(path) as im:
             width, height = im.size
@@ -21,6 +22,6 @@ def image_size(path: str) -> tuple[int, int] | None:
                 orientation = 1
     except (OSError, ValueError, Image.DecompressionBombError):
         return None
-    if orientation in (5, 6, 7, 8):
+    if exif and orientation in (5, 6, 7, 8):
         width, height = height, width
     return width, height

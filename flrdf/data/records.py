@@ -37,12 +37,16 @@ class DatasetRecords:
         (FGVC-Aircraft's copyright banner: 20; otherwise 0).
     meta: free-form facts about where the records came from (resolved root,
         detected layout, annotation level, ...); informational only.
+    exif_transpose: whether ``load_image`` applies EXIF orientation. False for
+        readers whose boxes are annotated in the stored pixel orientation (CUB,
+        Cars, Aircraft); True for the folder reader (no boxes).
     """
 
     records: list[Record]
     class_names: list[str]
     crop_bottom: int = 0
     meta: dict[str, Any] = field(default_factory=dict)
+    exif_transpose: bool = True
 
     def __len__(self) -> int:
         return len(self.records)

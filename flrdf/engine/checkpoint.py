@@ -4,7 +4,8 @@ checkpoint-ish path into a ready model.
 Two formats, both loadable without running code from the file:
 - training checkpoint ``*.pt``: a plain dict of tensors and primitives, read with
   ``torch.load(weights_only=True)``: model, optimizer, scheduler, scaler,
-  epoch/step, resolved config, class names, RNG states;
+  epoch/step, resolved config, class names, RNG states (``rng``: this process's;
+  ``rng_ranks``: one per DDP rank, in rank order, when written by a DDP run);
 - model file ``*.safetensors``: weights only (optionally fp16) with the config
   and class names as JSON in the safetensors metadata (the bundled demo model).
 ``load_model`` also accepts a run directory (its ``checkpoints/last.pt``).
@@ -82,7 +83,8 @@ def unwrap(model: torch.nn.Module) -> FLRDF:
 
 
 def save_checkpoint(path: Path, model, cfg: Config, class_names: list[str], *, epoch: int, step: int,
-                    optimizer=None, scheduler=None, scaler=None, extra: dict | None = None) -> None:
+                    optimizer=None, scheduler=None, scaler=None, extra: dict | None = None,
+                    rng_ranks: list[dict] | None = None) -> None:
     state = {
         "format": FORMAT,
         "version": VERSION,
@@ -94,6 +96,8 @@ def save_checkpoint(path: Path, model, cfg: Config, class_names: list[str], *, e
         "rng": rng_state(),
         "extra": extra or {},
     }
+    if rng_ranks is not None:
+        state["rng_ranks"] = list(rng_ranks)
     if optimizer is not None:
         state["optimizer"] = optimizer.state_dict()
     if scheduler is not None:

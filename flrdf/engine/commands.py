@@ -117,6 +117,9 @@ def eval_main(argv: list[str]) -> int:
     p.add_argument("--device", default="auto")
     p.add_argument("--workers", type=int)
     p.add_argument("--out", help="also write the JSON to this file")
+    p.add_argument("--jigsaw", action="store_true",
+                   help="also score the jigsaw branch (top1_jigsaw; one more backbone pass per image, about +50 %% "
+                        "time); without it top1_jigsaw is null")
     args = p.parse_args(argv)
 
     from flrdf.data import DatasetError
@@ -142,7 +145,7 @@ def eval_main(argv: list[str]) -> int:
         from tqdm import tqdm
 
         with tqdm(total=len(loader.dataset), desc=f"eval {split}", disable=not sys.stderr.isatty()) as bar:
-            result = evaluate(loaded.model, loader, prec, progress=bar.update)
+            result = evaluate(loaded.model, loader, prec, progress=bar.update, jigsaw=args.jigsaw)
     except (CheckpointError, ConfigError, DatasetError, FileNotFoundError, RuntimeError) as exc:
         return _fail(str(exc))
     result = {"split": split, "tau": loaded.model.cfg.tau, "checkpoint": str(loaded.path), **result}

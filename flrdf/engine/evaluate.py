@@ -2,7 +2,13 @@
 localization accuracy of the predicted boxes (IoU >= 0.5, the paper's Table 3)
 and mean IoU where the split has boxes, and the suppression gate's distribution over
 the split (``gate_mean``, ``gate_p10``, ``gate_p50``, ``gate_p90``; None without
-suppression). Sums are all-reduced across DDP ranks."""
+suppression). Sums are all-reduced across DDP ranks in one collective on the model's
+device (NCCL reduces CUDA tensors only).
+
+``top1_jigsaw`` (the jigsaw branch fed a shuffled object crop) costs one more backbone
+pass per image, about half again the evaluation's time, so it is computed only when
+asked (``jigsaw=True``: ``eval --jigsaw``, ``runtime.eval_jigsaw`` in training);
+otherwise the key is present with the value None."""
 
 from __future__ import annotations
 
@@ -11,6 +17,7 @@ import torch.distributed as dist
 
 from flrdf.boxes import box_iou
 from flrdf.engine.checkpoint import unwrap
+from flrdf.engine.distributed import collective_device
 from flrdf.engine.step import Precision
 from flrdf.jigsaw import random_permutations
 from flrdf.suppression import GateTally, capture_gates, tally_gates
@@ -20,7 +27,9 @@ GATE_KEYS = ("gate_mean", "gate_p10", "gate_p50", "gate_p90")
 
 
 @torch.no_grad()
-def evaluate(model, loader, precision: Precision, tau: float | None = None, progress=None) -> dict:
+def evaluate(model, loader, precision: Precision, tau: float | None = None, progress=None,
+             jigsaw: bool = False) -> dict:
+    """Metrics of ``model`` over ``loader`` (see the module docstring); ``jigsaw``: also ``top1_jigsaw``."""
     model.eval()
     keys = ("top1", "top5", "top1_raw", "top1_object", "top1_jigsaw", "n", "n_box", "loc_hits", "iou_sum")
     sums = torch.zeros(len(keys), dtype=torch.float64)
@@ -29,14 +38,15 @@ def evaluate(model, loader, precision: Precision, tau: float | None = None, prog
     gen = torch.Generator().manual_seed(0)  # the same shuffles every evaluation: reproducible top1_jigsaw
     gates = GateTally()
     with capture_gates(unwrap(model)) as seen:
-        _run(model, loader, precision, tau, progress, n, gen, keys, sums, has, gates, seen)
+        _run(model, loader, precision, tau, progress, n, gen, keys, sums, has, gates, seen, jigsaw)
     if dist.is_available() and dist.is_initialized():
-        dist.all_reduce(sums)
-        counts = gates.counts.to(precision.device)
-        total = torch.tensor([gates.total], dtype=torch.float64, device=precision.device)
-        dist.all_reduce(counts)
-        dist.all_reduce(total)
-        gates.counts, gates.total = counts.cpu(), float(total)
+        # one collective, on the model's device: the sums, the gate histogram and the gate total
+        packed = torch.cat([sums, gates.counts.double(), torch.tensor([gates.total], dtype=torch.float64)])
+        packed = packed.to(collective_device(unwrap(model)))
+        dist.all_reduce(packed)
+        packed = packed.cpu()
+        sums = packed[:len(keys)]
+        gates.counts, gates.total = packed[len(keys):-1].clone(), float(packed[-1])
     s = dict(zip(keys, sums.tolist()))
     n = max(s["n"], 1)
     result = {"top1": s["top1"] / n, "top5": s["top5"] / n, "top1_raw": s["top1_raw"] / n,
@@ -51,14 +61,14 @@ def evaluate(model, loader, precision: Precision, tau: float | None = None, prog
     return {k: (round(v, 6) if isinstance(v, float) else v) for k, v in result.items()}
 
 
-def _run(model, loader, precision, tau, progress, n, gen, keys, sums, has, gates, seen) -> None:
+def _run(model, loader, precision, tau, progress, n, gen, keys, sums, has, gates, seen, jigsaw) -> None:
     for batch in loader:
         images = precision.prepare(batch["image"])
         labels = batch["label"].to(precision.device)
-        perms = random_permutations(images.shape[0], n * n, device=images.device, generator=gen)
+        perms = random_permutations(images.shape[0], n * n, device=images.device, generator=gen) if jigsaw else None
         source = {"source": precision.prepare(batch["source"])} if "source" in batch else {}
         with precision.autocast():
-            out = model(images, tau=tau, with_jigsaw=True, perms=perms, **source)
+            out = model(images, tau=tau, with_jigsaw=jigsaw, perms=perms, **source)
         k = min(5, out.logits.shape[1])
         top = out.logits.float().topk(k, dim=1).indices
         row = {

@@ -45,8 +45,8 @@ def carve_validation(data: DatasetRecords, fraction: float, seed: int) -> tuple[
         val_idx.update(idx[:k])
     train = [r for i, r in enumerate(data.records) if i not in val_idx]
     val = [r for i, r in enumerate(data.records) if i in val_idx]
-    return (DatasetRecords(train, data.class_names, data.crop_bottom),
-            DatasetRecords(val, data.class_names, data.crop_bottom))
+    return (DatasetRecords(train, data.class_names, data.crop_bottom, exif_transpose=data.exif_transpose),
+            DatasetRecords(val, data.class_names, data.crop_bottom, exif_transpose=data.exif_transpose))
 
 
 class EpochSampler(Sampler[int]):

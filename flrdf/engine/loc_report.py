@@ -11,6 +11,12 @@
 
 Written by ``python -m flrdf loc-eval``; read back by the dashboard's Evaluate
 tab without recomputation (``read_results``).
+
+Frames (``--frame``, recorded as ``frame`` in results.json): ``full`` (default,
+wsolevaluation's protocol) resizes the whole image to ``data.image_size`` square
+with no crop, so every ground-truth box is scored where the annotator drew it;
+``crop`` is the training recipe's test view (resize to ``data.resize``, centre
+crop), which cuts off and clips boxes near the border - kept for comparison.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ PROGRESS = "progress.json"
 RESULTS = "results.json"
 GT_COLOUR, PRED_COLOUR = (40, 200, 40), (230, 40, 40)   # RGB
 GALLERY_SIDE = 256
+FRAMES = {"full": "full image (resized, no crop)", "crop": "centre crop (the test transform)"}
 
 
 # ---------------------------------------------------------------- progress
@@ -172,9 +179,11 @@ def write_report(result: LocResult, out: Path, info: dict, class_names: list[str
 
 
 def markdown_table(summary: dict) -> str:
+    frame = summary.get("frame")
     lines = [f"# Localization: {summary.get('source', '')}", "",
              f"split `{summary.get('split')}` of `{summary.get('dataset')}` - {summary['n_box']} images with boxes "
-             f"of {summary['n']}; tau = {summary['tau']:.2f}; CAM target: {summary['cam_target']}; "
+             f"of {summary['n']}; frame: {FRAMES.get(frame, 'not recorded (centre crop)')}; "
+             f"tau = {summary['tau']:.2f}; CAM target: {summary['cam_target']}; "
              f"sweep of {len(summary['taus'])} tau values.", "",
              "| method | loc. acc. (IoU>=0.5) | mean IoU | MaxBoxAcc | best tau | MaxBoxAcc@{.3,.5,.7} |",
              "|---|---|---|---|---|---|"]
@@ -226,6 +235,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--methods", default=",".join(DEFAULT_METHODS),
                    help=f"comma-separated CAM methods ('' for none); known: {','.join(METHODS)}")
     p.add_argument("--tau", type=float, help="threshold (default: the model's tau)")
+    p.add_argument("--frame", choices=tuple(FRAMES), default="full",
+                   help="full: the whole image resized to image_size, no crop (wsolevaluation's frame; default); "
+                        "crop: the centre-crop test view")
     p.add_argument("--limit", type=int, help="evaluate N images spread evenly over the split")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--worst", type=int, default=WORST_K, help="worst-localized images to draw")
@@ -254,12 +266,23 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def frame_transform(data_cfg, frame: str):
+    """The test transform of a frame: ``full`` = resize the whole image to image_size (a crop of the whole
+    resized image is no crop), ``crop`` = resize to data.resize and centre-crop image_size."""
+    from flrdf.data import build_transform
+
+    if frame not in FRAMES:
+        raise ValueError(f"frame must be one of {', '.join(FRAMES)}, got {frame!r}")
+    resize = data_cfg.image_size if frame == "full" else data_cfg.resize
+    return build_transform(False, resize, data_cfg.image_size, source_size=data_cfg.source_size or 0)
+
+
 def _run(args, source: Path, out: Path, progress: Progress) -> dict:
     import torch
     from torch.utils.data import DataLoader
 
     from flrdf.config import apply_overrides
-    from flrdf.data import DatasetRecords, FGVCDataset, build_transform
+    from flrdf.data import DatasetRecords, FGVCDataset
     from flrdf.engine.checkpoint import load_model
     from flrdf.engine.loaders import records_for
     from flrdf.engine.localization import evaluate_localization
@@ -279,11 +302,11 @@ def _run(args, source: Path, out: Path, progress: Progress) -> dict:
         raise ValueError(f"the {split} split has {len(data.class_names)} classes, the checkpoint "
                          f"{len(loaded.class_names)}")
     keep = _even_subset(len(data.records), args.limit)
-    subset = DatasetRecords([data.records[i] for i in keep], data.class_names, data.crop_bottom, data.meta)
+    subset = DatasetRecords([data.records[i] for i in keep], data.class_names, data.crop_bottom, data.meta,
+                            exif_transpose=data.exif_transpose)
     if not any(r.box is not None for r in subset.records):
         raise ValueError(f"the {split!r} split of {cfg.data.dataset} at {cfg.data.root} has no ground-truth boxes")
-    ds = FGVCDataset(subset, build_transform(False, cfg.data.resize, cfg.data.image_size,
-                                             source_size=cfg.data.source_size or 0), cfg.data.on_corrupt)
+    ds = FGVCDataset(subset, frame_transform(cfg.data, args.frame), cfg.data.on_corrupt)
     loader = DataLoader(ds, batch_size=max(1, args.batch_size), shuffle=False, num_workers=max(0, args.workers))
     progress.total = len(ds)
     progress.data.update(total=len(ds), phase="evaluating")
@@ -296,6 +319,7 @@ def _run(args, source: Path, out: Path, progress: Progress) -> dict:
                                        seed=cfg.runtime.seed)
     info = {"source": str(source), "checkpoint": str(loaded.path), "config": cfg.name, "dataset": cfg.data.dataset,
             "root": cfg.data.root, "split": split, "limit": args.limit, "image_size": cfg.data.image_size,
+            "frame": args.frame, "resize": cfg.data.image_size if args.frame == "full" else cfg.data.resize,
             "device": str(device), "checkpoint_step": loaded.step, "checkpoint_epoch": loaded.epoch,
             "command": args.command,
             "notes": "GT-known localization; boxes: min-max normalised map >= tau, largest 8-connected region. "
@@ -306,4 +330,4 @@ def _run(args, source: Path, out: Path, progress: Progress) -> dict:
     return summary
 
 
-__all__ = ["main", "read_results", "write_report", "markdown_table", "default_out"]
+__all__ = ["main", "read_results", "write_report", "markdown_table", "default_out", "frame_transform", "FRAMES"]

@@ -4,7 +4,9 @@ through a subprocess, by the dashboard.
 
 Faults: SIGTERM/SIGINT -> checkpoint + status 'stopped'; a NaN/inf loss ->
 status 'failed' with the last good checkpoint kept; any exception -> 'failed'
-with its message. ``resume`` continues from ``checkpoints/last.pt``.
+with its message. ``resume`` continues from ``checkpoints/last.pt``: weights, optimizer,
+schedule, the best validation score so far, and each rank's own RNG state (a checkpoint
+holds one per rank, so after a resume the ranks keep distinct random streams).
 """
 
 from __future__ import annotations
@@ -24,9 +26,11 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from flrdf.config import Config, dump_config
-from flrdf.engine.checkpoint import read_checkpoint, save_checkpoint, set_rng_state, unwrap
+from flrdf.engine import distributed
+from flrdf.engine.checkpoint import read_checkpoint, rng_state, save_checkpoint, set_rng_state, unwrap
 from flrdf.engine.evaluate import evaluate
 from flrdf.engine.loaders import build_loaders
+from flrdf.engine.optim import build_optimizer
 from flrdf.engine.rundir import RunDir, now_iso
 from flrdf.engine.step import precision_for, resolve_device, train_step
 from flrdf.model import FLRDF
@@ -53,16 +57,6 @@ class _StopFlag:
     def restore(self):
         for sig, old in self._old.items():
             signal.signal(sig, old)
-
-
-def _setup_distributed() -> tuple[int, int, int]:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        dist.init_process_group(backend)
-    rank = dist.get_rank() if dist.is_initialized() else 0
-    local = int(os.environ.get("LOCAL_RANK", "0"))
-    return rank, world, local
 
 
 def _setup_logging(run: RunDir | None, rank: int) -> None:
@@ -108,13 +102,19 @@ def _seed_everything(seed: int, deterministic: bool) -> None:
 
 def train(cfg: Config, run_dir: str | Path, resume: bool = False) -> dict:
     """Run (or continue) a training job writing ``run_dir``. Returns the final status dict."""
-    rank, world, local = _setup_distributed()
+    try:
+        device, device_error = resolve_device(cfg.runtime.device), None
+    except RuntimeError as exc:  # reported through status.json below, like any other failure
+        device, device_error = torch.device("cpu"), exc
+    # the device first: under NCCL each rank must own its GPU before the first collective (the barrier)
+    rank, world, _, device = distributed.setup(device)
+    ddp = distributed.active()  # also a 1-process torchrun: the same collectives as a multi-GPU run
     is_main = rank == 0
     run = RunDir(run_dir)
     if is_main:
         run.create()
-    if world > 1:
-        dist.barrier()
+    if ddp:
+        distributed.barrier(device)
     _setup_logging(run, rank)
     stop = _StopFlag()
     stop.install()
@@ -123,9 +123,12 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False) -> dict:
         if is_main:
             started = (run.status() or {}).get("started") if resume else None
             run.update_status(state="running", pid=os.getpid(), host=socket.gethostname(), started=started or now_iso(),
-                              error=None, config=cfg.name, dataset=cfg.data.dataset, world_size=world)
+                              error=None, config=cfg.name, dataset=cfg.data.dataset, world_size=world,
+                              backend=dist.get_backend() if ddp else None)
             run.config.write_text(dump_config(cfg))
-        status = _train(cfg, run, resume, rank, world, local, stop)
+        if device_error is not None:
+            raise device_error
+        status = _train(cfg, run, resume, rank, world, device, stop)
     except Exception as exc:
         message = f"{type(exc).__name__}: {exc}"
         log.error("training failed: %s\n%s", message, traceback.format_exc())
@@ -139,12 +142,16 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False) -> dict:
     return status
 
 
-def _train(cfg: Config, run: RunDir, resume: bool, rank: int, world: int, local: int, stop: _StopFlag) -> dict:
+def _rank_rng(seed: int, rank: int, epoch: int, step: int) -> None:
+    """A rank's RNG when its own state was not saved (older checkpoint, other world size): derived from
+    (seed, rank, epoch, step), so ranks differ and a rerun of the same resume repeats."""
+    _seed_everything(((seed * 1_000_003 + rank) * 1_000_003 + epoch) * 1_000_003 + step, False)
+
+
+def _train(cfg: Config, run: RunDir, resume: bool, rank: int, world: int, device: torch.device,
+           stop: _StopFlag) -> dict:
     is_main = rank == 0
-    device = resolve_device(cfg.runtime.device)
-    if device.type == "cuda" and world > 1:
-        device = torch.device("cuda", local)
-        torch.cuda.set_device(device)
+    ddp = distributed.active()
     prec = precision_for(device, cfg.runtime.amp, cfg.runtime.channels_last)
     _seed_everything(cfg.runtime.seed + rank, cfg.runtime.deterministic)
 
@@ -158,11 +165,7 @@ def _train(cfg: Config, run: RunDir, resume: bool, rank: int, world: int, local:
     model.to(device)
     if prec.channels_last:
         model.to(memory_format=torch.channels_last)
-    backbone_params, new_params = model.param_groups()
-    optimizer = torch.optim.SGD([
-        {"params": backbone_params, "lr": o.lr_backbone},
-        {"params": new_params, "lr": o.lr_new},
-    ], lr=o.lr_new, momentum=o.momentum, weight_decay=o.weight_decay)
+    optimizer = build_optimizer(model, o)
     steps_per_epoch = len(loaders.train)
     if steps_per_epoch == 0:
         raise ValueError("the training split yields no batch; lower optim.batch_size")
@@ -172,24 +175,38 @@ def _train(cfg: Config, run: RunDir, resume: bool, rank: int, world: int, local:
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(total_steps, o.warmup_steps, o.schedule))
 
     epoch, step, start_in_epoch = 0, 0, 0
+    best_val, final_test = None, None
     if resume:
         if not run.last.is_file():
             raise FileNotFoundError(f"--resume: {run.last} does not exist (nothing to resume)")
         state = read_checkpoint(run.last)
         model.load_state_dict(state["model"])
+        if len(state["optimizer"]["param_groups"]) != len(optimizer.param_groups):
+            raise ValueError(f"--resume: the checkpoint's optimizer has {len(state['optimizer']['param_groups'])} "
+                             f"parameter groups, this config {len(optimizer.param_groups)}; keep "
+                             f"optim.no_decay_norm_bias as the run was started")
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         if prec.scaler is not None and "scaler" in state:
             prec.scaler.load_state_dict(state["scaler"])
         epoch, step = state["epoch"], state["step"]
         start_in_epoch = state["extra"].get("batch_in_epoch", 0)
-        set_rng_state(state["rng"])
+        best_val = state["extra"].get("best_val_top1")
+        ranks = state.get("rng_ranks") or []
+        if len(ranks) == world:
+            set_rng_state(ranks[rank])
+        elif world == 1:
+            set_rng_state(state["rng"])
+        else:  # saved by another world size or an older version: distinct, reproducible streams per rank
+            _rank_rng(cfg.runtime.seed, rank, epoch, step)
+            log.warning("checkpoint holds no RNG state for rank %d of %d; derived from (seed, rank, epoch, step)",
+                        rank, world)
         if is_main:
             run.truncate_metrics_after(step)
         log.info("resumed from %s at epoch %d, step %d", run.last, epoch, step)
 
     train_model = model
-    if world > 1:
+    if ddp:
         ddp_kwargs = {"device_ids": [device.index]} if device.type == "cuda" else {}
         train_model = torch.nn.parallel.DistributedDataParallel(
             model, find_unused_parameters=o.raw_warmup_epochs > 0, **ddp_kwargs)
@@ -200,27 +217,28 @@ def _train(cfg: Config, run: RunDir, resume: bool, rank: int, world: int, local:
              cfg.name, cfg.data.dataset, len(class_names), steps_per_epoch, o.epochs, prec.describe(), world)
 
     def checkpoint(path, batch_in_epoch=0, ep=None):
+        # every rank calls this (a collective): each rank's RNG state goes into the file rank 0 writes
+        ranks = distributed.all_gather_objects(rng_state()) if ddp else None
         if is_main:
             save_checkpoint(path, model, cfg, class_names, epoch=epoch if ep is None else ep, step=step,
                             optimizer=optimizer, scheduler=scheduler, scaler=prec.scaler,
-                            extra={"batch_in_epoch": batch_in_epoch})
+                            extra={"batch_in_epoch": batch_in_epoch, "best_val_top1": best_val}, rng_ranks=ranks)
 
     def stop_requested() -> bool:
         flag = stop.signal is not None
-        if world > 1:
-            t = torch.tensor([1.0 if flag else 0.0], device=device if device.type == "cuda" else "cpu")
+        if ddp:
+            t = torch.tensor([1.0 if flag else 0.0], device=distributed.collective_device(model))
             dist.all_reduce(t)
             flag = bool(t.item() > 0)
         return flag
 
     def log_eval(split: str, loader) -> dict:
-        result = evaluate(train_model if world == 1 else model, loader, prec)
+        result = evaluate(model if ddp else train_model, loader, prec, jigsaw=cfg.runtime.eval_jigsaw)
         if is_main:
             run.append_metrics({"step": step, "epoch": epoch, "split": split, **result, "time": time.time()})
         log.info("eval %s epoch %d: %s", split, epoch, {k: v for k, v in result.items() if v is not None})
         return result
 
-    best_val, final_test = None, None
     done = step >= total_steps
     finished_epoch = True
     while epoch < o.epochs and not done:
@@ -258,7 +276,7 @@ def _train(cfg: Config, run: RunDir, resume: bool, rank: int, world: int, local:
             at_log = step == 1 or step % cfg.runtime.log_every == 0 or batch_in_epoch == steps_per_epoch \
                 or step >= total_steps
             if at_log:
-                if world > 1:
+                if ddp:
                     dist.all_reduce(sums)
                     sums /= world
                     flag = bad.float()
@@ -307,7 +325,7 @@ def _train(cfg: Config, run: RunDir, resume: bool, rank: int, world: int, local:
             epoch += 1
             if loaders.val is not None:
                 val = log_eval("val", loaders.val)
-                if best_val is None or val["top1"] > best_val:
+                if best_val is None or val["top1"] > best_val:  # best_val survives a resume (checkpoint extra)
                     best_val = val["top1"]
                     checkpoint(run.best)
         last = done or epoch >= o.epochs
@@ -323,16 +341,16 @@ def _train(cfg: Config, run: RunDir, resume: bool, rank: int, world: int, local:
     checkpoint(run.last, 0 if finished_epoch else batch_in_epoch)
     log.info("finished: step %d, epoch %d", step, epoch)
     result = {"state": "finished", "step": step, "epoch": epoch, "final": final_test, "best_val_top1": best_val}
-    if world > 1:
-        result["rank_checksums"] = _rank_checksums(model, device)
+    if ddp:
+        result["rank_checksums"] = _rank_checksums(model)
         log.info("parameter checksums per rank: %s", result["rank_checksums"])
     return result
 
 
-def _rank_checksums(model, device) -> list[float]:
+def _rank_checksums(model) -> list[float]:
     """Sum of all parameters on every rank - equal when DDP kept the replicas in sync."""
     total = torch.stack([p.detach().double().sum() for p in model.parameters()]).sum().reshape(1)
-    total = total.to(device if device.type == "cuda" else "cpu")
+    total = total.to(distributed.collective_device(model))
     gathered = [torch.zeros_like(total) for _ in range(dist.get_world_size())]
     dist.all_gather(gathered, total)
     return [float(t.item()) for t in gathered]
