@@ -95,6 +95,13 @@ def summary_markdown(results: dict, folder: Path) -> str:
     return text + f"Saved in `{folder}`; {results.get('elapsed_s')} s."
 
 
+def _frame(rows: list[list], headers: list[str]):
+    """A table with its own headers (API clients get ``{"headers", "data"}``)."""
+    import pandas as pd
+
+    return pd.DataFrame(rows, columns=headers)
+
+
 def _copies(folder: Path, names, tag_extra: str = "") -> list[str]:
     tag = hashlib.sha1((str(folder.resolve()) + tag_extra).encode()).hexdigest()[:12]
     dest = Path(tempfile.gettempdir()) / "flrdf-analysis-downloads" / tag
@@ -182,7 +189,8 @@ def build_analyze_tab(ctx: DashboardContext):
     gr.Markdown("### Compare runs\nRuns that differ only in `runtime.seed` form one variant: mean and spread, "
                 "each seed a dot.")
     with gr.Row():
-        picked = gr.Dropdown(_run_names(), value=[], multiselect=True, label="runs (two or more)",
+        picked = gr.Dropdown(_run_names(), value=[], multiselect=True, allow_custom_value=True,
+                             label="runs (two or more; Rescan lists new ones)",
                              elem_id="cmp-runs")
         cmp_btn = gr.Button("Compare", variant="primary", elem_id="cmp-run")
     cmp_diff = gr.Dataframe(interactive=False, label="config keys that differ", elem_id="cmp-diff")
@@ -197,8 +205,10 @@ def build_analyze_tab(ctx: DashboardContext):
     shown = gr.State({})
     timer = gr.Timer(TICK_S)
 
-    def analyze(src, split_name, root_text, method_keys, limit_value, faith_value):
-        src = str(src or "").strip()
+    def analyze(source, split, root, methods, limit, faithfulness_limit):
+        """Start ``python -m flrdf analyze`` in the background; returns a message and the result folder."""
+        src, split_name, root_text, method_keys = str(source or "").strip(), split, root, methods
+        limit_value, faith_value = limit, faithfulness_limit
         if not src:
             raise _error("Pick a checkpoint or run directory.")
         try:
@@ -260,7 +270,7 @@ def build_analyze_tab(ctx: DashboardContext):
         ag = results.get("agreement") or {}
         choices = pair_choices(results)
         first = choices[0][1] if choices else None
-        return (progress_html(state), summary_markdown(results, folder), gr.Dataframe(value=rows, headers=headers),
+        return (progress_html(state), summary_markdown(results, folder), _frame(rows, headers),
                 img("confusion.png"), img("confusion_zoom.png"), img("per_class.png"),
                 gr.Dropdown(choices=choices, value=first), pair_images(folder, results, first),
                 _gallery(folder, ag.get("rescued"), cap), _gallery(folder, ag.get("broken"), cap), wsol_rows(results),
@@ -309,7 +319,9 @@ def build_analyze_tab(ctx: DashboardContext):
         last["key"] = key
         return (*(view(path) if path is not None else empty), out_saved, last)
 
-    def compare(names):
+    def compare(runs):
+        """Config diff, final metrics, variants, loss curves, variant figure and a CSV of the named runs."""
+        names = runs
         from flrdf.compare import (METRIC_KEYS, diff_rows, group_variants, load_run, metrics_rows, variant_figure,
                                    variant_stats, write_csv)
 
@@ -322,17 +334,16 @@ def build_analyze_tab(ctx: DashboardContext):
         except (PathError, ValueError) as exc:
             raise _error(str(exc), "Compare") from None
         diff = diff_rows(infos)
-        diff_table = gr.Dataframe(value=diff or [["(no differing keys)"] + [""] * len(infos)],
-                                  headers=["key", *[i.name for i in infos]])
+        diff_table = _frame([[str(v) for v in r] for r in diff] or [["(no differing keys)"] + [""] * len(infos)],
+                            ["key", *[i.name for i in infos]])
         mrows = metrics_rows(infos)
-        metrics_table = gr.Dataframe(value=[[r["run"], r["variant"], r["seed"], *[_pct(r[k]) for k in METRIC_KEYS]]
-                                            for r in mrows], headers=["run", "variant", "seed", *METRIC_KEYS])
+        metrics_table = _frame([[r["run"], r["variant"], r["seed"], *[_pct(r[k]) for k in METRIC_KEYS]] for r in mrows],
+                               ["run", "variant", "seed", *METRIC_KEYS])
         stats = variant_stats(group_variants(infos))
         fmt = lambda s: "" if s["mean"] is None else (f"{100 * s['mean']:.1f}" if len(s["values"]) < 2 else
                                                       f"{100 * s['mean']:.1f} +- {100 * s['spread'] / 2:.1f}")
-        var_table = gr.Dataframe(value=[[s["variant"], len(s["runs"]), " ".join(map(str, s["seeds"])),
-                                         *[fmt(s[k]) for k in METRIC_KEYS]] for s in stats],
-                                 headers=["variant", "runs", "seeds", *METRIC_KEYS])
+        var_table = _frame([[s["variant"], len(s["runs"]), " ".join(map(str, s["seeds"])),
+                             *[fmt(s[k]) for k in METRIC_KEYS]] for s in stats], ["variant", "runs", "seeds", *METRIC_KEYS])
         loss = loss_figure({i.name: i.records for i in infos})
         tag = hashlib.sha1("|".join(str(d.resolve()) for d in dirs).encode()).hexdigest()[:12]
         dest = Path(tempfile.gettempdir()) / "flrdf-compare" / tag
