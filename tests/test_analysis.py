@@ -130,3 +130,28 @@ def test_faithfulness_is_the_librarys_own_numbers(tiny_run, demo_root):
                                           [ClassifierOutputSoftmaxTarget(t) for t in labels],
                                           RawBranch(loaded.model).eval())
     assert got == pytest.approx(np.ravel(want).tolist(), abs=1e-6)
+
+
+def test_loc_eval_table_carries_max_box_acc_v2_beside_the_largest_region_figure(tiny_run, demo_root, tmp_path):
+    from flrdf.config import apply_overrides
+    from flrdf.data import DatasetRecords
+    from flrdf.engine.checkpoint import load_model
+    from flrdf.engine.loaders import records_for
+    from flrdf.engine.loc_report import main as loc_eval_main, read_results
+    from flrdf.engine.wsol_eval import evaluate_wsol, wsol_loader
+
+    out = tmp_path / "loc"
+    assert loc_eval_main(["--run", str(tiny_run), "--set", f"data.root={demo_root}", "--methods", "gradcam",
+                          "--device", "cpu", "--worst", "0", "--faithfulness-limit", "2", "--out", str(out)]) == 0
+    rows = {r["method"]: r for r in read_results(out)["rows"]}
+    loaded = load_model(tiny_run, "cpu")
+    cfg = apply_overrides(loaded.config, [f"data.root={demo_root}"])
+    data = records_for(cfg.data, "test")
+    direct = evaluate_wsol(loaded.model, wsol_loader(data, cfg.data.image_size, 4), methods=["gradcam"], faith_limit=2)
+    for r in direct["rows"]:
+        assert rows[r["method"]]["max_box_acc_v2"] == r["max_box_acc_v2"]
+        assert rows[r["method"]]["road_morf"] == pytest.approx(r["road_morf"], abs=1e-6)
+        assert rows[r["method"]]["max_box_acc_357"] is not None       # the largest-region figure stays
+    assert rows["centre"]["max_box_acc_v2"] is None
+    table = (out / "table.md").read_text()
+    assert "largest-region MaxBoxAcc@{.3,.5,.7}" in table and "MaxBoxAccV2 (wsolevaluation)" in table

@@ -16,7 +16,8 @@ accumulator keeping only the largest contour (``max_box_acc_v2_largest``).
 Faithfulness, on the first ``faith_limit`` images with a box: grad-cam's own
 ``pytorch_grad_cam.metrics`` - ROAD most-relevant-first (``ROADMostRelevantFirst``,
 the top 20 % of the map imputed away; lower = more faithful), ROAD
-least-relevant-first (``ROADLeastRelevantFirst``, all but the top 20 % imputed;
+least-relevant-first (``ROADLeastRelevantFirst``, all but the top 20 % imputed, with the imputer's noise drawn from
+torch's RNG seeded by ``seed``;
 higher = more faithful) and ``CamMultImageConfidenceChange`` (the image
 multiplied by the map) - each the change of the target class's softmax
 probability on the raw branch (:class:`flrdf.cams.RawBranch`), every map given
@@ -100,7 +101,7 @@ def faithfulness(model, images: torch.Tensor, labels, maps: dict[str, np.ndarray
 
 
 def evaluate_wsol(model, loader, *, methods=DEFAULT_METHODS, thresholds=None, faith_limit: int = FAITH_LIMIT,
-                  progress=None) -> dict:
+                  progress=None, seed: int = 0) -> dict:
     """Score every map source on ``loader`` (batches of :class:`FullFrameDataset`). Returns
     ``{"rows": [...], "n_box", "faith_n", "frame", "thresholds"}``; rows are fractions in [0, 1]."""
     cams = check_methods(methods)
@@ -112,6 +113,7 @@ def evaluate_wsol(model, loader, *, methods=DEFAULT_METHODS, thresholds=None, fa
     faith_n = 0
     device = next(model.parameters()).device
     model.eval()
+    torch.manual_seed(seed)  # ROAD's imputer adds random noise: the same images give the same numbers
     for batch in loader:
         images = batch["image"].to(device)
         mask = batch["has_box"].bool()
@@ -153,6 +155,21 @@ def evaluate_wsol(model, loader, *, methods=DEFAULT_METHODS, thresholds=None, fa
             "faith_target": "softmax probability of the ground-truth class, raw branch"}
 
 
+WSOL_ROW_KEYS = ("max_box_acc_v2", "max_box_acc_iou30", "max_box_acc_iou50", "max_box_acc_iou70",
+                 "max_box_acc_v2_largest", *FAITH_KEYS)
+
+
+def add_to_summary(summary: dict, wsol: dict) -> dict:
+    """Put evaluate_wsol's figures into a loc-eval summary: each row of the same method gets the
+    ``WSOL_ROW_KEYS`` (None where the method has none, e.g. the centre box); ``summary['wsol']`` the settings."""
+    by_method = {r["method"]: r for r in wsol["rows"]}
+    for row in summary["rows"]:
+        src = by_method.get(row["method"], {})
+        row.update({k: src.get(k) for k in WSOL_ROW_KEYS})
+    summary["wsol"] = {k: v for k, v in wsol.items() if k != "rows"}
+    return summary
+
+
 def wsol_loader(data, image_size: int, batch_size: int = 16, workers: int = 0):
     from torch.utils.data import DataLoader
 
@@ -160,4 +177,5 @@ def wsol_loader(data, image_size: int, batch_size: int = 16, workers: int = 0):
                       num_workers=max(0, workers))
 
 
-__all__ = ["FullFrameDataset", "evaluate_wsol", "faithfulness", "wsol_loader", "FAITH_KEYS"]
+__all__ = ["FullFrameDataset", "evaluate_wsol", "faithfulness", "wsol_loader", "add_to_summary", "FAITH_KEYS",
+           "WSOL_ROW_KEYS"]
