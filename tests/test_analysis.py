@@ -38,6 +38,24 @@ def test_order_puts_confused_classes_together_and_finds_the_worst_block():
     assert class_order(np.diag(np.full(5, 3))).tolist() == list(range(5))   # no confusion: identity
 
 
+def test_order_recovers_hidden_confusion_groups_at_200_classes():
+    rng = np.random.default_rng(0)
+    k = 200
+    y = np.repeat(np.arange(k), 30)
+    groups = rng.permutation(k).reshape(40, 5)          # 40 hidden groups of 5 mutually confused classes
+    group_of = {c: g for g in groups for c in g}
+    p = y.copy()
+    wrong = rng.random(len(y)) < 0.3
+    p[wrong] = [rng.choice(group_of[c]) for c in y[wrong]]
+    cm = confusion_matrix(y, p, k)
+    pos = {c: i for i, c in enumerate(class_order(cm).tolist())}
+    assert all(max(pos[c] for c in g) - min(pos[c] for c in g) == 4 for g in groups)   # every group contiguous
+    start, stop, errors = worst_block(cm, class_order(cm), 20)
+    assert stop - start == 20 and errors == max(
+        int((cm[np.ix_(o, o)] - np.diag(np.diag(cm[np.ix_(o, o)]))).sum())
+        for o in (class_order(cm)[s:s + 20] for s in range(0, 181)))
+
+
 def test_agreement_partitions_the_images():
     y = [0, 1, 2, 3, 4]
     a = agreement(y, [0, 1, 9, 9, 4], [0, 9, 2, 9, 9])
