@@ -15,6 +15,7 @@ import gradio as gr
 import torch
 
 from dashboard.context import DashboardContext
+from dashboard.analyze_tab import build_analyze_tab
 from dashboard.evaluate_tab import build_evaluate_tab
 from dashboard.inspect_tab import build_inspect_tab
 from dashboard.train_tab import build_train_tab
@@ -24,6 +25,7 @@ TABS: list[tuple[str, Callable[[DashboardContext], object]]] = [
     ("Inspect", build_inspect_tab),
     ("Train", build_train_tab),
     ("Evaluate", build_evaluate_tab),
+    ("Analyze", build_analyze_tab),
 ]
 
 TITLE = "FLRDF Studio"

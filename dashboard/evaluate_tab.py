@@ -30,7 +30,8 @@ from flrdf.cams import DEFAULT_METHODS, METHODS
 from flrdf.engine.loc_report import TABLE_COLUMNS, default_out, read_results
 
 TICK_S = 1.0
-COLUMNS = ("method", "loc. acc. %", "mean IoU %", "MaxBoxAcc %", "best tau", "MaxBoxAcc@.3/.5/.7 %")
+COLUMNS = ("method", "loc. acc. %", "mean IoU %", "MaxBoxAcc %", "best tau", "largest-region MaxBoxAcc@.3/.5/.7 %",
+           "MaxBoxAccV2 % (wsolevaluation)", "ROAD MoRF", "ROAD LeRF", "map x image conf. change")
 
 
 def _error(message: str, title: str = "Evaluate") -> gr.Error:
@@ -50,8 +51,10 @@ def progress_html(state: dict) -> str:
 
 def table_rows(results: dict) -> list[list]:
     pct = lambda v: None if v is None else round(100 * v, 1)
+    r4 = lambda v: None if v is None else round(v, 4)
     return [[r["label"], pct(r["loc_acc"]), pct(r["mean_iou"]), pct(r["max_box_acc"]), r["best_tau"],
-             pct(r["max_box_acc_357"])] for r in results["rows"]]
+             pct(r["max_box_acc_357"]), pct(r.get("max_box_acc_v2")), r4(r.get("road_morf")), r4(r.get("road_lerf")),
+             r4(r.get("cam_mult_conf_change"))] for r in results["rows"]]
 
 
 def summary_markdown(results: dict, folder: Path) -> str:

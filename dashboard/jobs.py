@@ -40,7 +40,7 @@ THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 _children: dict[int, subprocess.Popen] = {}   # started by this process; reaped by their waiter threads
 _lock = threading.Lock()
 TRAIN_KINDS = ("train",)
-JOB_COMMANDS = ("train", "loc-eval")           # the flrdf sub-commands the dashboard starts
+JOB_COMMANDS = ("train", "loc-eval", "analyze")           # the flrdf sub-commands the dashboard starts
 
 
 class JobError(RuntimeError):
@@ -313,3 +313,18 @@ def launch_loc_eval(source: str, out: Path, split: str, overrides: list[str], me
     if tau is not None:
         args += ["--tau", str(tau)]
     return spawn(python_argv(*args), out, threads, "loc-eval").pid
+
+
+def launch_analyze(source: str, out: Path, split: str, overrides: list[str], methods: list[str],
+                   limit: int | None, threads: int, faithfulness_limit: int | None = None,
+                   batch_size: int = 16) -> int:
+    """``python -m flrdf analyze`` as a background job writing ``out`` (progress.json polled by the Analyze tab)."""
+    args = ["analyze", "--run" if Path(source).is_dir() else "--checkpoint", str(source), "--split", split,
+            "--methods", ",".join(methods), "--out", str(out), "--batch-size", str(batch_size)]
+    for o in overrides:
+        args += ["--set", o]
+    if limit:
+        args += ["--limit", str(int(limit))]
+    if faithfulness_limit is not None:
+        args += ["--faithfulness-limit", str(int(faithfulness_limit))]
+    return spawn(python_argv(*args), out, threads, "analyze").pid

@@ -7,7 +7,8 @@ against the roots the operator configured (``Roots``):
 - a **run** is a direct child of the runs directory named by a plain slug;
   absolute paths, ``..``, separators and symlinks leaving the runs directory are
   refused;
-- an **evaluation folder** is ``<runs>/<run>/eval/<slug>`` or ``<runs>/eval/<slug>``;
+- an **evaluation folder** is ``<runs>/<run>/eval/<slug>`` or ``<runs>/eval/<slug>``, an **analysis
+  folder** the same with ``analysis`` for ``eval``;
 - a **config** is a shipped name, or a ``.yaml`` file under the runs directory or
   the project's configs (its ``base:`` chain obeys the same rule);
 - a **checkpoint** is the demo model, the operator's ``--checkpoint``, a file or
@@ -38,13 +39,14 @@ PROJECT_CONFIG_DIR = REPO_ROOT / "configs"
 MAX_CHECKPOINT_BYTES = 4 << 30      # 4 GiB: a ResNet-101 checkpoint with optimizer state is ~0.5 GiB
 MAX_CONFIG_BYTES = 1 << 20
 SLUG = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")
-RESERVED_RUN_NAMES = ("eval",)      # RUNS_DIR/eval holds results of model files, not a run
+RESERVED_RUN_NAMES = ("eval", "analysis")  # RUNS_DIR/eval, RUNS_DIR/analysis: results of model files, not runs
 
 RUN_RULE = "run name must be a plain name under runs/ (letters, digits, '.', '_', '-', '+'; no '/' or '..')"
 CHECKPOINT_RULE = ("checkpoint must be the demo model, a run or a file under runs/, or a file under a directory "
                    "allowed with --allow-dir")
 CONFIG_RULE = "config must be a shipped config name or a .yaml file under runs/ or the project's configs"
 EVAL_RULE = "result folder must be <run>/eval/<name> or eval/<name> under runs/"
+ANALYSIS_RULE = "analysis folder must be <run>/analysis/<name> or analysis/<name> under runs/"
 
 
 class PathError(ValueError):
@@ -118,22 +120,29 @@ class Roots:
     # ---------------------------------------------------------------- evaluation folders
     def eval_folder(self, text, must_exist: bool = True) -> Path:
         """<runs>/<run>/eval/<name> or <runs>/eval/<name>, given absolute or relative to the runs directory."""
+        return self._result_folder(text, "eval", EVAL_RULE, must_exist)
+
+    def analysis_folder(self, text, must_exist: bool = True) -> Path:
+        """<runs>/<run>/analysis/<name> or <runs>/analysis/<name> (``python -m flrdf analyze`` results)."""
+        return self._result_folder(text, "analysis", ANALYSIS_RULE, must_exist)
+
+    def _result_folder(self, text, kind: str, rule: str, must_exist: bool) -> Path:
         raw = "" if text is None else str(text).strip()
         if not raw or "\0" in raw:
-            raise PathError(EVAL_RULE)
+            raise PathError(rule)
         p = Path(raw)
         root = self.runs_root
         real = (p if p.is_absolute() else self.runs_dir / p).resolve()
         if not real.is_relative_to(root):
             real = p.absolute().resolve()  # relative to the working directory (runs/x/eval/y)
             if not real.is_relative_to(root):
-                raise PathError(EVAL_RULE)
+                raise PathError(rule)
         parts = real.relative_to(root).parts
-        ok = (len(parts) == 2 and parts[0] == "eval") or (len(parts) == 3 and parts[1] == "eval"
-                                                          and parts[0] not in RESERVED_RUN_NAMES)
+        ok = (len(parts) == 2 and parts[0] == kind) or (len(parts) == 3 and parts[1] == kind
+                                                        and parts[0] not in RESERVED_RUN_NAMES)
         if not ok or any(x.startswith(".") for x in parts):
-            raise PathError(EVAL_RULE)
-        self._not_upload(real, EVAL_RULE)
+            raise PathError(rule)
+        self._not_upload(real, rule)
         if must_exist and not real.is_dir():
             raise PathError("no such result folder under runs/")
         return real

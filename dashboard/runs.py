@@ -133,11 +133,12 @@ def running_count(runs_dir: Path) -> int:
 
 
 # ---------------------------------------------------------------- evaluation folders
-def eval_dirs(runs_dir: Path) -> list[Path]:
-    """Localization result folders: RUN/eval/* for every run, and RUNS_DIR/eval/*; newest first."""
+def eval_dirs(runs_dir: Path, kind: str = "eval") -> list[Path]:
+    """Result folders: RUN/<kind>/* for every run, and RUNS_DIR/<kind>/*; newest first. ``kind``: "eval"
+    (loc-eval) or "analysis" (analyze)."""
     runs_dir = Path(runs_dir)
     found = []
-    parents = [runs_dir / "eval"] + [r / "eval" for r in list_runs(runs_dir)]
+    parents = [runs_dir / kind] + [r / kind for r in list_runs(runs_dir)]
     for parent in parents:
         if parent.is_dir():
             found += [p for p in parent.iterdir() if (p / "progress.json").is_file() or (p / JOB_FILE).is_file()]

@@ -14,6 +14,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("flrdf.engine.commands:train_main", "train a model; writes a run directory"),
     "eval": ("flrdf.engine.commands:eval_main", "evaluate a run or checkpoint; prints JSON"),
     "loc-eval": ("flrdf.engine.loc_report:main", "localization vs CAM baselines and a tau sweep; writes a result folder"),
+    "analyze": ("flrdf.engine.analyze:main", "confusions, per-class accuracy, branch agreement, MaxBoxAccV2, "
+                                             "faithfulness; writes a result folder"),
     "predict": ("flrdf.engine.commands:predict_main", "top-k classes and box for images"),
     "export": ("flrdf.engine.commands:export_main", "model file (.safetensors) or backbone weights from a checkpoint"),
     "bench": ("flrdf.bench:main", "training/inference throughput of FLRDF vs the plain baseline"),

@@ -140,7 +140,8 @@ def draw_worst(item: WorstImage, class_names: list[str], side: int = GALLERY_SID
 
 
 # ---------------------------------------------------------------- files
-TABLE_COLUMNS = ("method", "label", "loc_acc", "mean_iou", "max_box_acc", "best_tau", "max_box_acc_357")
+TABLE_COLUMNS = ("method", "label", "loc_acc", "mean_iou", "max_box_acc", "best_tau", "max_box_acc_357",
+                 "max_box_acc_v2", "road_morf", "road_lerf", "cam_mult_conf_change")
 
 
 def _fmt(v) -> str:
@@ -164,7 +165,7 @@ def write_report(result: LocResult, out: Path, info: dict, class_names: list[str
         w = csv.writer(f)
         w.writerow(TABLE_COLUMNS)
         for r in summary["rows"]:
-            w.writerow([_fmt(r[c]) for c in TABLE_COLUMNS])
+            w.writerow([_fmt(r.get(c)) for c in TABLE_COLUMNS])
     if result.per_image:
         with open(out / "per_image.csv", "w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=list(result.per_image[0]))
@@ -185,12 +186,22 @@ def markdown_table(summary: dict) -> str:
              f"of {summary['n']}; frame: {FRAMES.get(frame, 'not recorded (centre crop)')}; "
              f"tau = {summary['tau']:.2f}; CAM target: {summary['cam_target']}; "
              f"sweep of {len(summary['taus'])} tau values.", "",
-             "| method | loc. acc. (IoU>=0.5) | mean IoU | MaxBoxAcc | best tau | MaxBoxAcc@{.3,.5,.7} |",
-             "|---|---|---|---|---|---|"]
+             "| method | loc. acc. (IoU>=0.5) | mean IoU | MaxBoxAcc | best tau | largest-region MaxBoxAcc@{.3,.5,.7} "
+             "| MaxBoxAccV2 (wsolevaluation) | ROAD MoRF | ROAD LeRF | map x image conf. change |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     pct = lambda v: "" if v is None else f"{100 * v:.1f}"
+    num = lambda v: "" if v is None else f"{v:+.4f}"
     for r in summary["rows"]:
         lines.append(f"| {r['label']} | {pct(r['loc_acc'])} | {pct(r['mean_iou'])} | {pct(r['max_box_acc'])} | "
-                     f"{'' if r['best_tau'] is None else r['best_tau']} | {pct(r['max_box_acc_357'])} |")
+                     f"{'' if r['best_tau'] is None else r['best_tau']} | {pct(r['max_box_acc_357'])} | "
+                     f"{pct(r.get('max_box_acc_v2'))} | {num(r.get('road_morf'))} | {num(r.get('road_lerf'))} | "
+                     f"{num(r.get('cam_mult_conf_change'))} |")
+    if summary.get("wsol"):
+        w = summary["wsol"]
+        lines += ["", f"MaxBoxAccV2: wsolevaluation's protocol in the full-image frame ({w['frame']} x {w['frame']}, "
+                      f"bicubic, min-max, {w['thresholds']['count']} thresholds, every contour; docs/WSOL.md); the "
+                      "largest-region column is this tool's own box rule. Faithfulness: pytorch_grad_cam.metrics on "
+                      f"{w['faith_n']} images ({w['faith_target']})."]
     c = summary["classification"]
     lines += ["", "Classification top-1 (%): " + ", ".join(
         f"{k.replace('top1_', '').replace('top1', 'combined')} {pct(c[k])}"
@@ -245,6 +256,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=0)
     p.add_argument("--out", help="result folder (default: RUN_DIR/eval/<split>-<time>)")
     p.add_argument("--runs-dir", default="runs", help="where results of a checkpoint outside a run go")
+    p.add_argument("--no-wsol", action="store_true", help="skip MaxBoxAccV2 and faithfulness (flrdf.engine.wsol_eval)")
+    p.add_argument("--faithfulness-limit", type=int, default=64, help="images scored for faithfulness (0: none)")
     argv = list(sys.argv[1:] if argv is None else argv)
     args = p.parse_args(argv)
     args.command = "python -m flrdf loc-eval " + shlex.join(argv)
@@ -317,6 +330,14 @@ def _run(args, source: Path, out: Path, progress: Progress) -> dict:
         result = evaluate_localization(loaded.model, loader, methods=methods, tau=args.tau, worst_k=args.worst,
                                        records=subset.records, precision=prec, progress=progress,
                                        seed=cfg.runtime.seed)
+    if not getattr(args, "no_wsol", False):  # MaxBoxAccV2 + faithfulness beside the largest-region figures
+        from flrdf.engine.wsol_eval import add_to_summary, evaluate_wsol, wsol_loader
+
+        boxed = DatasetRecords([r for r in subset.records if r.box is not None], data.class_names, data.crop_bottom)
+        with torch.inference_mode(False):
+            add_to_summary(result.summary, evaluate_wsol(loaded.model, wsol_loader(boxed, cfg.data.image_size,
+                                                                                   args.batch_size, args.workers),
+                                                         methods=methods, faith_limit=max(0, args.faithfulness_limit)))
     info = {"source": str(source), "checkpoint": str(loaded.path), "config": cfg.name, "dataset": cfg.data.dataset,
             "root": cfg.data.root, "split": split, "limit": args.limit, "image_size": cfg.data.image_size,
             "frame": args.frame, "resize": cfg.data.image_size if args.frame == "full" else cfg.data.resize,
@@ -324,7 +345,8 @@ def _run(args, source: Path, out: Path, progress: Progress) -> dict:
             "command": args.command,
             "notes": "GT-known localization; boxes: min-max normalised map >= tau, largest 8-connected region. "
                      "max_box_acc: best loc_acc (IoU>=0.5) over the tau sweep; max_box_acc_357: mean of the bests "
-                     "at IoU 0.3/0.5/0.7 (largest region only, so not wsolevaluation's MaxBoxAccV2)."}
+                     "at IoU 0.3/0.5/0.7 (largest region only, so not wsolevaluation's MaxBoxAccV2); max_box_acc_v2: "
+                     "wsolevaluation's MaxBoxAccV2 in the full-image frame (every contour; docs/WSOL.md)."}
     summary = write_report(result, out, info, loaded.class_names)
     progress.data["elapsed_s"] = round(time.perf_counter() - t0, 2)
     return summary

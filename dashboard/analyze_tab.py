@@ -1,0 +1,368 @@
+"""The Analyze tab: classification analysis of a model (confusions, per-class accuracy, confused pairs,
+branch agreement, MaxBoxAccV2 and faithfulness) and the comparison of runs.
+
+Analyze starts ``python -m flrdf analyze`` as a background job (``dashboard.jobs``)
+writing a result folder (``flrdf.engine.analyze``): RUN_DIR/analysis/<split>-<time>
+for a run, RUNS_DIR/analysis/... for a model file. A 1 s ``gr.Timer`` shows its
+progress and, once finished, everything the folder holds - read back from files,
+so saved analyses are shown again without recomputation, across restarts.
+
+Compare reads the chosen run directories (``flrdf.compare``): the config keys that
+differ, the final metrics, variants (runs differing only in ``runtime.seed``) as
+mean and spread with each seed as a dot, the overlaid loss curves
+(``dashboard.curves.loss_figure``) and a CSV export.
+
+Public API endpoints: ``/analyze`` (source, split, root, methods, limit,
+faithfulness_limit) -> message, result folder; ``/analysis_view`` (folder) ->
+progress, summary, per-class table, charts, galleries, MaxBoxAccV2 table, files;
+``/compare_runs`` (runs) -> diff table, metrics table, variant table, loss figure,
+variant figure, CSV file. Every client-named source, split, folder and run goes
+through ``ctx.roots`` (``dashboard.paths``); files a ``results.json`` names are read
+only inside its own folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import tempfile
+from pathlib import Path
+
+import gradio as gr
+
+from dashboard import jobs
+from dashboard import runs as R
+from dashboard.context import DashboardContext
+from dashboard.curves import loss_figure
+from dashboard.evaluate_tab import _read_rgb, progress_html
+from dashboard.paths import PathError, check_slug, within
+from flrdf.cams import DEFAULT_METHODS, METHODS
+from flrdf.engine.analyze import default_out, read_results, wsol_label
+
+TICK_S = 1.0
+KIND = "analysis"
+DOWNLOADS = ("results.json", "predictions.csv", "per_class.csv", "confusion_combined.csv", "wsol.csv", "wsol.md",
+             "confusion.png", "confusion_zoom.png", "per_class.png")
+WSOL_HEADERS = ["map", "MaxBoxAccV2 %", "@IoU .3 %", "@IoU .5 %", "@IoU .7 %", "largest contour only %",
+                "ROAD MoRF (lower better)", "ROAD LeRF (higher better)", "map x image conf. change"]
+
+
+def _error(message: str, title: str = "Analyze") -> gr.Error:
+    return gr.Error(message, title=title, duration=None, print_exception=False)
+
+
+def _pct(v):
+    return None if v is None else round(100 * v, 1)
+
+
+def per_class_rows(results: dict) -> tuple[list[str], list[list]]:
+    branches = results["branches"]
+    headers = ["class", "name", "images", *[f"{b} %" for b in branches], "most confused with"]
+    rows = [[c["class"], c["name"], c["n"], *[_pct(c.get(f"acc_{b}")) for b in branches], c.get("confused_with") or ""]
+            for c in results["per_class"]]
+    return headers, rows
+
+
+def wsol_rows(results: dict) -> list[list]:
+    w = results.get("wsol") or {}
+    r4 = lambda v: None if v is None else round(v, 4)
+    return [[wsol_label(r["method"]), _pct(r.get("max_box_acc_v2")), _pct(r.get("max_box_acc_iou30")),
+             _pct(r.get("max_box_acc_iou50")), _pct(r.get("max_box_acc_iou70")), _pct(r.get("max_box_acc_v2_largest")),
+             r4(r.get("road_morf")), r4(r.get("road_lerf")), r4(r.get("cam_mult_conf_change"))]
+            for r in w.get("rows", [])]
+
+
+def summary_markdown(results: dict, folder: Path) -> str:
+    t = results["top1"]
+    ag = (results.get("agreement") or {}).get("counts")
+    blk = results["block"]
+    names = results["class_names"]
+    text = (f"**{results.get('source')}** on `{results.get('split')}` ({results.get('dataset')}): {results['n']} images, "
+            f"{len(names)} classes.\n\nTop-1 from the confusion matrices: "
+            + ", ".join(f"{b} **{_pct(v)} %**" for b, v in t.items() if v is not None) + ".\n\n")
+    if ag:
+        text += (f"Branch agreement: both right {ag['both_right']}, raw wrong / object right (rescued) "
+                 f"**{ag['object_only']}**, raw right / object wrong (broken) **{ag['raw_only']}**, both wrong "
+                 f"{ag['both_wrong']}.\n\n")
+    text += (f"Worst block ({len(blk['classes'])} classes, {blk['errors']} confusions among them): "
+             + ", ".join(names[c] for c in blk["classes"][:12]) + ("..." if len(blk["classes"]) > 12 else "") + ".\n\n")
+    w = results.get("wsol")
+    if w:
+        text += (f"MaxBoxAccV2: wsolevaluation's protocol ({w['frame']} x {w['frame']} full frame, bicubic, min-max, "
+                 f"{w['thresholds']['count']} thresholds, every contour; {w['n_box']} images); faithfulness on "
+                 f"{w['faith_n']} images (pytorch_grad_cam.metrics). Anchors on CUB with ResNet-50: vanilla CAM about "
+                 "63, centre box 59.7.\n\n")
+    return text + f"Saved in `{folder}`; {results.get('elapsed_s')} s."
+
+
+def _frame(rows: list[list], headers: list[str]):
+    """A table with its own headers (API clients get ``{"headers", "data"}``)."""
+    import pandas as pd
+
+    return pd.DataFrame(rows, columns=headers)
+
+
+def _copies(folder: Path, names, tag_extra: str = "") -> list[str]:
+    tag = hashlib.sha1((str(folder.resolve()) + tag_extra).encode()).hexdigest()[:12]
+    dest = Path(tempfile.gettempdir()) / "flrdf-analysis-downloads" / tag
+    dest.mkdir(parents=True, exist_ok=True)
+    out = []
+    for name in names:
+        src = within(folder, name)
+        if src is not None and src.is_file():
+            shutil.copy2(src, dest / name)
+            out.append(str(dest / name))
+    return out
+
+
+def _gallery(folder: Path, items, caption) -> list:
+    out = []
+    for item in items or []:
+        png = within(folder, item.get("png")) if isinstance(item, dict) else None
+        if png is not None and png.is_file() and png.suffix.lower() == ".png":
+            out.append((_read_rgb(png), caption(item)))
+    return out
+
+
+def pair_choices(results: dict) -> list[tuple[str, int]]:
+    return [(f"{p['true_name']} -> {p['pred_name']} ({p['count']})", i) for i, p in enumerate(results["pairs"])]
+
+
+def build_analyze_tab(ctx: DashboardContext):
+    runs_dir = Path(ctx.runs_dir)
+    roots = ctx.roots
+
+    def _folders():
+        return [(f"{_rel(p)} [{R.eval_state(p).get('state')}]", str(p)) for p in R.eval_dirs(runs_dir, KIND)]
+
+    def _rel(p: Path):
+        try:
+            return p.relative_to(runs_dir)
+        except ValueError:
+            return p
+
+    def _run_names():
+        return [p.name for p in R.list_runs(runs_dir) if (p / "config.yaml").is_file()]
+
+    gr.Markdown("### Classification analysis\nWhich classes are confused with which, on which images; where the "
+                "object branch rescues or breaks the raw branch; MaxBoxAccV2 as wsolevaluation scores it and "
+                "grad-cam's faithfulness metrics for FLRDF's map and each CAM.")
+    with gr.Row():
+        with gr.Column(scale=2, min_width=360):
+            source = gr.Dropdown(ctx.checkpoint_choices(), value=None, allow_custom_value=True,
+                                 label="checkpoint or run directory", elem_id="an-source")
+            with gr.Row():
+                split = gr.Dropdown(["test", "train"], value="test", allow_custom_value=True, label="split",
+                                    elem_id="an-split")
+                limit = gr.Number(0, precision=0, label="images (0 = all)", elem_id="an-limit")
+                faith = gr.Number(64, precision=0, label="faithfulness images", elem_id="an-faith")
+            root = gr.Textbox(label="dataset root (empty = the one in the checkpoint's config)", elem_id="an-root")
+            methods = gr.CheckboxGroup([(m.label + (" (slow)" if m.slow else ""), k) for k, m in METHODS.items()],
+                                       value=list(DEFAULT_METHODS), label="CAMs for MaxBoxAccV2 / faithfulness",
+                                       elem_id="an-methods")
+            with gr.Row():
+                run_btn = gr.Button("Analyze", variant="primary", elem_id="an-run")
+                rescan = gr.Button("Rescan", size="sm")
+            message = gr.Markdown(elem_id="an-message")
+            saved = gr.Dropdown(_folders(), value=None, label="saved analyses (shown without recomputation)",
+                                allow_custom_value=True, elem_id="an-saved")
+        with gr.Column(scale=3, min_width=520):
+            progress = gr.HTML(elem_id="an-progress")
+            summary = gr.Markdown(elem_id="an-summary")
+            per_class = gr.Dataframe(interactive=False, label="per-class accuracy (click a header to sort)",
+                                     elem_id="an-per-class")
+    with gr.Row():
+        confusion = gr.Image(label="confusion matrix (ordered; worst block outlined)", interactive=False,
+                             elem_id="an-confusion")
+        zoom = gr.Image(label="worst block, zoomed", interactive=False, elem_id="an-zoom")
+    per_class_img = gr.Image(label="per-class accuracy per branch", interactive=False, elem_id="an-per-class-img")
+    pair = gr.Dropdown([], value=None, label="confused pair (true -> predicted, count)", elem_id="an-pair")
+    pair_gallery = gr.Gallery(label="misclassified images of the pair (red: FLRDF box, green: ground truth)",
+                              columns=6, height=300, elem_id="an-pair-gallery")
+    with gr.Row():
+        rescued = gr.Gallery(label="raw wrong, object right (rescued)", columns=4, height=300, elem_id="an-rescued")
+        broken = gr.Gallery(label="raw right, object wrong (broken)", columns=4, height=300, elem_id="an-broken")
+    wsol = gr.Dataframe(headers=WSOL_HEADERS, interactive=False,
+                        label="MaxBoxAccV2 (wsolevaluation, full-image frame) and faithfulness", elem_id="an-wsol")
+    files = gr.File(label="result files", file_count="multiple", interactive=False, elem_id="an-files")
+
+    gr.Markdown("### Compare runs\nRuns that differ only in `runtime.seed` form one variant: mean and spread, "
+                "each seed a dot.")
+    with gr.Row():
+        picked = gr.Dropdown(_run_names(), value=[], multiselect=True, allow_custom_value=True,
+                             label="runs (two or more; Rescan lists new ones)",
+                             elem_id="cmp-runs")
+        cmp_btn = gr.Button("Compare", variant="primary", elem_id="cmp-run")
+    cmp_diff = gr.Dataframe(interactive=False, label="config keys that differ", elem_id="cmp-diff")
+    cmp_metrics = gr.Dataframe(interactive=False, label="final metrics (%)", elem_id="cmp-metrics")
+    cmp_variants = gr.Dataframe(interactive=False, label="variants: mean +- spread (max - min) over seeds (%)",
+                                elem_id="cmp-variants")
+    with gr.Row():
+        cmp_loss = gr.Plot(label="loss curves, overlaid", elem_id="cmp-loss")
+        cmp_var = gr.Plot(label="variants: mean, min-max, seeds", elem_id="cmp-variant-plot")
+    cmp_csv = gr.File(label="comparison as CSV", interactive=False, elem_id="cmp-csv")
+
+    shown = gr.State({})
+    timer = gr.Timer(TICK_S)
+
+    def analyze(source, split, root, methods, limit, faithfulness_limit):
+        """Start ``python -m flrdf analyze`` in the background; returns a message and the result folder."""
+        src, split_name, root_text, method_keys = str(source or "").strip(), split, root, methods
+        limit_value, faith_value = limit, faithfulness_limit
+        if not src:
+            raise _error("Pick a checkpoint or run directory.")
+        try:
+            file = roots.checkpoint(src)
+            split_name = check_slug(str(split_name or "test").strip(), "split")
+            keys = [str(k) for k in (method_keys or [])]
+            for k in keys:
+                if k not in METHODS:
+                    raise PathError(f"unknown CAM method {k!r}; choose from {', '.join(METHODS)}")
+        except PathError as exc:
+            raise _error(str(exc)) from None
+        try:
+            n_limit = int(limit_value or 0)
+            n_faith = int(64 if faith_value is None else faith_value)
+        except (TypeError, ValueError):
+            raise _error("images and faithfulness images must be whole numbers.") from None
+        if n_limit < 0 or n_faith < 0:
+            raise _error("images and faithfulness images must be 0 or more.")
+        run = file.parent.parent if file.parent.name == "checkpoints" else None
+        path = run if run is not None and file.name == "last.pt" and (run / "config.yaml").is_file() else file
+        overrides = [f"data.root={root_text.strip()}"] if str(root_text or "").strip() else []
+        out = default_out(path, split_name, str(runs_dir))
+        if out.exists():
+            out = out.with_name(out.name + "-2")
+        if not roots.inside_runs(out):
+            out = runs_dir / KIND / f"{path.stem}-{out.name}"
+        n = jobs.auto_threads(R.running_count(runs_dir))
+        try:
+            pid = jobs.launch_analyze(str(path), out, split_name, overrides, keys, n_limit or None, n, n_faith)
+        except jobs.JobError as exc:
+            raise _error(str(exc)) from None
+        return f"Analyzing in the background (pid {pid}, {n} thread{'s' if n > 1 else ''}) -> `{out}`", str(out)
+
+    view_outputs = [progress, summary, per_class, confusion, zoom, per_class_img, pair, pair_gallery, rescued, broken,
+                    wsol, files]
+    empty = ("", "", None, None, None, None, gr.Dropdown(choices=[], value=None), [], [], [], None, [])
+
+    def _folder(text) -> Path | None:
+        return roots.analysis_folder(text) if str(text or "").strip() else None
+
+    def pair_images(folder: Path, results: dict, i) -> list:
+        pairs = results.get("pairs") or []
+        if i is None or not 0 <= int(i) < len(pairs):
+            return []
+        return _gallery(folder, pairs[int(i)]["images"],
+                        lambda it: f"{Path(str(it.get('file'))).name}" +
+                                   ("" if it.get("iou") is None else f" - IoU {float(it['iou']):.2f}"))
+
+    def view(folder: Path):
+        if not folder.is_dir():
+            return empty
+        state = R.eval_state(folder)
+        results = read_results(folder) if state.get("state") == "finished" else None
+        if results is None:
+            return (progress_html(state), *empty[1:])
+        headers, rows = per_class_rows(results)
+        img = lambda name: _read_rgb(within(folder, name))
+        cap = lambda it: Path(str(it.get("file"))).name
+        ag = results.get("agreement") or {}
+        choices = pair_choices(results)
+        first = choices[0][1] if choices else None
+        return (progress_html(state), summary_markdown(results, folder), _frame(rows, headers),
+                img("confusion.png"), img("confusion_zoom.png"), img("per_class.png"),
+                gr.Dropdown(choices=choices, value=first), pair_images(folder, results, first),
+                _gallery(folder, ag.get("rescued"), cap), _gallery(folder, ag.get("broken"), cap), wsol_rows(results),
+                _copies(folder, DOWNLOADS))
+
+    def view_api(folder):
+        """Everything a finished analysis folder under runs/ holds (its progress while running)."""
+        try:
+            path = _folder(folder)
+        except PathError as exc:
+            raise _error(str(exc)) from None
+        return view(path) if path is not None else empty
+
+    def view_quiet(folder):
+        try:
+            path = _folder(folder)
+        except PathError:
+            return empty
+        return view(path) if path is not None else empty
+
+    def on_pair(folder, i):
+        try:
+            path = _folder(folder)
+        except PathError:
+            return []
+        results = read_results(path) if path is not None else None
+        return pair_images(path, results, i) if results else []
+
+    def tick(folder, last):
+        last = dict(last or {})
+        folders = _folders()
+        out_saved = gr.skip()
+        if folders != last.get("folders"):
+            last["folders"] = folders
+            out_saved = gr.Dropdown(choices=folders)
+        try:
+            path = _folder(folder)
+        except PathError:
+            path = None
+        key = None
+        if path is not None:
+            st = R.eval_state(path)
+            key = f"{path}|{st.get('state')}|{st.get('done')}|{st.get('updated')}"
+        if key == last.get("key"):
+            return (*[gr.skip()] * len(view_outputs), out_saved, last)
+        last["key"] = key
+        return (*(view(path) if path is not None else empty), out_saved, last)
+
+    def compare(runs):
+        """Config diff, final metrics, variants, loss curves, variant figure and a CSV of the named runs."""
+        names = runs
+        from flrdf.compare import (METRIC_KEYS, diff_rows, group_variants, load_run, metrics_rows, variant_figure,
+                                   variant_stats, write_csv)
+
+        names = [str(n) for n in (names or [])]
+        if len(names) < 2:
+            raise _error("Pick two or more runs to compare.", "Compare")
+        try:
+            dirs = [roots.run_dir(n) for n in dict.fromkeys(names)]
+            infos = [load_run(d) for d in dirs]
+        except (PathError, ValueError) as exc:
+            raise _error(str(exc), "Compare") from None
+        diff = diff_rows(infos)
+        diff_table = _frame([[str(v) for v in r] for r in diff] or [["(no differing keys)"] + [""] * len(infos)],
+                            ["key", *[i.name for i in infos]])
+        mrows = metrics_rows(infos)
+        metrics_table = _frame([[r["run"], r["variant"], r["seed"], *[_pct(r[k]) for k in METRIC_KEYS]] for r in mrows],
+                               ["run", "variant", "seed", *METRIC_KEYS])
+        stats = variant_stats(group_variants(infos))
+        fmt = lambda s: "" if s["mean"] is None else (f"{100 * s['mean']:.1f}" if len(s["values"]) < 2 else
+                                                      f"{100 * s['mean']:.1f} +- {100 * s['spread'] / 2:.1f}")
+        var_table = _frame([[s["variant"], len(s["runs"]), " ".join(map(str, s["seeds"])),
+                             *[fmt(s[k]) for k in METRIC_KEYS]] for s in stats], ["variant", "runs", "seeds", *METRIC_KEYS])
+        loss = loss_figure({i.name: i.records for i in infos})
+        tag = hashlib.sha1("|".join(str(d.resolve()) for d in dirs).encode()).hexdigest()[:12]
+        dest = Path(tempfile.gettempdir()) / "flrdf-compare" / tag
+        dest.mkdir(parents=True, exist_ok=True)
+        csv_file = write_csv(dest / "comparison.csv", infos)
+        return diff_table, metrics_table, var_table, loss, variant_figure(stats), str(csv_file)
+
+    started = gr.Textbox(visible=False)
+    run_btn.click(analyze, [source, split, root, methods, limit, faith], [message, started], api_name="analyze",
+                  concurrency_limit=2).then(
+        lambda f: (gr.Dropdown(choices=_folders(), value=f), {}), started, [saved, shown], api_visibility="private")
+    saved.input(view_quiet, saved, view_outputs, api_visibility="private")
+    pair.input(on_pair, [saved, pair], pair_gallery, api_visibility="private")
+    timer.tick(tick, [saved, shown], [*view_outputs, saved, shown], api_visibility="private", show_progress="hidden",
+               trigger_mode="always_last", concurrency_limit=4)
+    rescan.click(lambda: (gr.Dropdown(choices=ctx.checkpoint_choices()), gr.Dropdown(choices=_folders()),
+                          gr.Dropdown(choices=_run_names())), None, [source, saved, picked], api_visibility="private")
+    view_btn = gr.Button(visible=False)
+    view_btn.click(view_api, saved, view_outputs, api_name="analysis_view")
+    cmp_btn.click(compare, picked, [cmp_diff, cmp_metrics, cmp_variants, cmp_loss, cmp_var, cmp_csv],
+                  api_name="compare_runs", concurrency_limit=2)
+    return {"saved": saved, "picked": picked}

@@ -1,0 +1,139 @@
+"""The Analyze tab's endpoints through gradio_client, on copies of the shared tiny trained run, and in a browser."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from gradio_client import Client
+from gradio_client.exceptions import AppError
+from test_browser import CHROMIUM, open_page
+
+VIEW = ("progress", "summary", "per_class", "confusion", "zoom", "per_class_img", "pair", "pair_gallery", "rescued",
+        "broken", "wsol", "files")
+
+
+@pytest.fixture(scope="module")
+def setup(studio, tiny_run):
+    """Two copies of tiny_run under the studio's runs folder: seed 0 (as trained) and a 'seed 1' twin."""
+    url, runs_dir, root = studio
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    a, b = runs_dir / "an-s0", runs_dir / "an-s1"
+    for d in (a, b):
+        if not d.exists():
+            shutil.copytree(tiny_run, d, ignore=shutil.ignore_patterns("eval", "analysis", "job.json"))
+    cfg = yaml.safe_load((b / "config.yaml").read_text())
+    cfg["runtime"]["seed"] = 1
+    (b / "config.yaml").write_text(yaml.safe_dump(cfg))
+    st = json.loads((b / "status.json").read_text())
+    st["final"]["top1"] = (st["final"]["top1"] or 0) + 0.25
+    (b / "status.json").write_text(json.dumps(st))
+    return url, runs_dir, root, a, b
+
+
+@pytest.fixture(scope="module")
+def client(setup):
+    return Client(setup[0], verbose=False)
+
+
+@pytest.fixture(scope="module")
+def finished(client, setup):
+    """One analysis launched through /analyze and polled through /analysis_view until finished."""
+    _, runs_dir, root, a, _ = setup
+    msg, folder = client.predict(source=str(a), split="test", root=str(root), methods=["gradcam"],
+                                 limit=0, faithfulness_limit=2, api_name="/analyze")
+    assert "Analyzing in the background" in msg and Path(folder).parent == a / "analysis"
+    deadline = time.monotonic() + 600
+    while True:
+        out = dict(zip(VIEW, client.predict(folder=folder, api_name="/analysis_view")))
+        if "finished" in out["progress"] or "failed" in out["progress"] or time.monotonic() > deadline:
+            break
+        time.sleep(1.0)
+    assert "finished" in out["progress"], out["progress"]
+    return folder, out
+
+
+def test_endpoints_are_listed(client):
+    names = client.view_api(return_format="dict", print_info=False)["named_endpoints"]
+    assert {"/analyze", "/analysis_view", "/compare_runs"} <= set(names)
+
+
+def test_analyze_job_and_its_view(finished):
+    folder, out = finished
+    assert "Top-1 from the confusion matrices" in out["summary"]
+    table = out["per_class"]
+    assert len(table["data"]) == 4 and table["headers"][:3] == ["class", "name", "images"]
+    assert sum(row[2] for row in table["data"]) == 12
+    for key in ("confusion", "zoom", "per_class_img"):
+        assert Path(out[key]).is_file(), key
+    results = json.loads((Path(folder) / "results.json").read_text())
+    if results["pairs"]:
+        assert len(out["pair_gallery"]) == len(results["pairs"][0]["images"]) > 0
+    counts = results["agreement"]["counts"]
+    assert len(out["rescued"]) == min(counts["object_only"], 12)
+    assert len(out["broken"]) == min(counts["raw_only"], 12)
+    assert [r[0] for r in out["wsol"]["data"]] == ["FLRDF (suppressed map)", "plain map (no suppression)", "Grad-CAM"]
+    assert {Path(f).name for f in out["files"]} >= {"predictions.csv", "results.json", "wsol.csv"}
+
+
+def test_saved_analysis_is_shown_again_without_recomputation(client, finished):
+    folder, _ = finished
+    before = {p: p.stat().st_mtime_ns for p in Path(folder).rglob("*") if p.is_file()}
+    out = dict(zip(VIEW, client.predict(folder=folder, api_name="/analysis_view")))
+    assert "finished" in out["progress"] and Path(out["confusion"]).is_file()
+    assert {p: p.stat().st_mtime_ns for p in Path(folder).rglob("*") if p.is_file()} == before
+
+
+@pytest.mark.parametrize("bad", ["/etc", "../x", "an-s0/eval/x", "an-s0"])
+def test_analysis_view_refuses_folders_outside_the_rule(client, bad):
+    with pytest.raises(AppError, match="analysis folder must be"):
+        client.predict(folder=bad, api_name="/analysis_view")
+
+
+def test_analyze_refuses_bad_input(client, setup, tmp_path):
+    with pytest.raises(AppError, match="checkpoint must be"):
+        client.predict(source=str(tmp_path / "x.pt"), split="test", root="", methods=[], limit=0,
+                       faithfulness_limit=0, api_name="/analyze")
+    with pytest.raises(AppError, match="split must be a plain name"):
+        client.predict(source=str(setup[3]), split="../x", root="", methods=[], limit=0,
+                       faithfulness_limit=0, api_name="/analyze")
+
+
+def test_compare_runs(client, setup):
+    diff, metrics, variants, loss, var_plot, csv_file = client.predict(runs=["an-s0", "an-s1"],
+                                                                       api_name="/compare_runs")
+    assert diff["headers"] == ["key", "an-s0", "an-s1"]
+    assert [r[0] for r in diff["data"]] == ["runtime.seed"]
+    assert [r[0] for r in metrics["data"]] == ["an-s0", "an-s1"]
+    assert len(variants["data"]) == 1 and variants["data"][0][1] == 2     # seeds only: one variant of two runs
+    assert "+-" in variants["data"][0][3]                                  # top1 differs by 25 points
+    assert loss is not None and var_plot is not None
+    text = Path(csv_file).read_text()
+    assert text.startswith("kind,run,variant") and text.count("\nrun,") == 2
+    with pytest.raises(AppError, match="two or more"):
+        client.predict(runs=["an-s0"], api_name="/compare_runs")
+    with pytest.raises(AppError, match="run name must be"):
+        client.predict(runs=["an-s0", "../etc"], api_name="/compare_runs")
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium")
+def test_browser_shows_confusion_plot_and_galleries(setup, finished, tmp_path_factory):
+    url = setup[0]
+    folder, _ = finished
+    for page in open_page(url, 1500, 1100):
+        page.get_by_role("tab", name="Analyze").click()
+        box = page.locator("#an-saved input").first
+        box.fill(folder)
+        box.press("Enter")
+        img = page.locator("#an-confusion img").first
+        img.wait_for(state="visible", timeout=120_000)
+        assert page.evaluate("e => e.complete && e.naturalWidth > 0", img.element_handle())
+        page.locator("#an-wsol").get_by_text("FLRDF (suppressed map)").first.wait_for()
+        results = json.loads((Path(folder) / "results.json").read_text())
+        gallery = "#an-pair-gallery" if results["pairs"] else "#an-rescued"
+        page.locator(f"{gallery} img").first.wait_for(state="visible", timeout=60_000)
+        page.screenshot(path=str(tmp_path_factory.getbasetemp() / "analyze_tab.png"), full_page=True)
