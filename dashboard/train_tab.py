@@ -120,12 +120,13 @@ def log_tail(run_dir: Path | None) -> str:
 
 
 def rebase_data(values: dict, data_dir: Path) -> dict:
-    """A config's ``data/...`` paths (the demo's root and backbone) moved onto the dashboard's data folder, when the
-    operator set one other than ./data (tests, a shared data folder); others unchanged."""
+    """A config's ``data/...`` dataset root (the demo's) moved onto the dashboard's data folder, when the operator
+    set one other than ./data (tests, a shared data folder); others unchanged. Weights files stay as the config
+    names them (a missing default one is replaced by the bundled model's backbone, see ``form.resolve``)."""
     if Path(data_dir).absolute() == (Path.cwd() / "data").absolute():
         return values
     out = dict(values)
-    for key in ("data.root", "model.weights"):
+    for key in ("data.root",):
         text = str(out.get(key) or "")
         if text.startswith("data/"):
             out[key] = str(Path(data_dir) / text[len("data/"):])
