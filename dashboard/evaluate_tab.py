@@ -8,7 +8,8 @@ chart, tau sweep and the worst-localized gallery - read from the folder, so
 earlier results (listed under "saved results") are shown again without
 recomputation, across restarts.
 
-Public API endpoints: ``/evaluate`` (source, split, root, methods, tau, limit) ->
+Public API endpoints: ``/evaluate_default`` (no inputs: the default model on its test split, made first
+when missing - ``dashboard.firstrun``); ``/evaluate`` (source, split, root, methods, tau, limit) ->
 message and result folder; ``/eval_view`` (folder) -> progress, table, summary.
 Sources, splits and result folders a client names go through ``ctx.roots``
 (``dashboard.paths``): results are only written and read under the runs

@@ -156,3 +156,21 @@ def test_browse_endpoint_refuses_outside_roots(dashboard_url, demo_root, tmp_pat
     with pytest.raises(Exception) as info:
         client.predict("demo", "data/demo", "../test", "(all classes)", 1, "", False, api_name="/browse")
     assert "split must be a plain name" in str(info.value)
+
+
+def test_inspect_does_not_recompute_unchanged_inputs(dashboard_url, examples_dir, tiny_model_file, monkeypatch):
+    from gradio_client import Client, handle_file
+
+    import dashboard.inspect_tab as tab
+
+    calls = []
+    real = tab.inspect_image
+    monkeypatch.setattr(tab, "inspect_image", lambda *a, **k: calls.append(1) or real(*a, **k))
+    client = Client(dashboard_url, verbose=False)
+    args = dict(image=handle_file(str(examples_dir / "example_1.jpg")), checkpoint=str(tiny_model_file), tau=0.45,
+                n=2, target="predicted", cam_methods=["gradcam"], seed=3, api_name="/inspect")
+    first = client.predict(**args)
+    second = client.predict(**args)
+    assert len(calls) == 1 and first[0] == second[0]           # same status text, computed once
+    client.predict(**{**args, "seed": 4})                      # a changed input is computed
+    assert len(calls) == 2
