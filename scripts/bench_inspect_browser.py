@@ -5,7 +5,8 @@ Starts ``python app.py`` (the bundled demo model) and drives headless Debian Chr
 button and the example thumbnails are shown), then, per example image, clicks the example,
 waits for the upload, and times the Inspect click until the status line is new and every
 output image (boxes, maps, crop, patches, CAM gallery) is decoded (``img.complete``,
-``naturalWidth > 0``) - then clicks Inspect again with unchanged inputs. Where the time
+``naturalWidth > 0``); then it goes through the same examples again ("same_input":
+inputs the server has seen). Where the time
 goes: the server-side compute the status line reports, the bytes and count of the files
 the page fetched for the results (Resource Timing), and the rest (encoding, caching,
 transport, rendering).
@@ -127,6 +128,8 @@ def round_for(browser, url: str, examples: int, cams: list[str] | None) -> dict:
     for i in range(examples):
         pick_example(page, i)
         out["new_input"].append(inspect_once(page, min(n_gallery, 2)))
+    for i in range(examples):  # the same inputs again (each differs from the one before, so the page changes)
+        pick_example(page, i)
         out["same_input"].append(inspect_once(page, min(n_gallery, 2)))
     page.close()
     return out
