@@ -2,7 +2,9 @@
 
 ``build_app`` creates the ``gr.Blocks``; ``launch`` queues it (concurrent
 requests wait instead of failing), caps upload size and starts the server.
-A new tab is a module with ``build_<name>_tab(ctx)``, appended to ``TABS``.
+A new tab is a module with ``build_<name>_tab(ctx)``, appended to ``TABS``; a tab whose
+builder returns a dict with a ``link(built, tabs)`` callable gets it called once every
+tab exists (the Data tab sends images to Inspect that way).
 """
 
 from __future__ import annotations
@@ -14,8 +16,9 @@ from collections.abc import Callable
 import gradio as gr
 import torch
 
-from dashboard.context import DashboardContext
 from dashboard.analyze_tab import build_analyze_tab
+from dashboard.browse_tab import build_browse_tab
+from dashboard.context import DashboardContext
 from dashboard.evaluate_tab import build_evaluate_tab
 from dashboard.inspect_tab import build_inspect_tab
 from dashboard.train_tab import build_train_tab
@@ -26,6 +29,7 @@ TABS: list[tuple[str, Callable[[DashboardContext], object]]] = [
     ("Train", build_train_tab),
     ("Evaluate", build_evaluate_tab),
     ("Analyze", build_analyze_tab),
+    ("Data", build_browse_tab),
 ]
 
 TITLE = "FLRDF Studio"
@@ -42,10 +46,14 @@ def build_app(checkpoint: str | None = None, runs_dir: str = "runs", device: str
     with gr.Blocks(title=TITLE) as app:
         gr.Markdown(f"# {TITLE}\nFine-grained classification by foreground localization and region "
                     "discriminative feature training (FLRDF), with the classic CAM baselines side by side.")
-        with gr.Tabs():
+        built = {}
+        with gr.Tabs() as tabs:
             for title, build in TABS:
-                with gr.Tab(title):
-                    build(ctx)
+                with gr.Tab(title, id=title.lower()):
+                    built[title] = build(ctx)
+        for parts in built.values():  # cross-tab events (Data -> Inspect): a tab's "link" hook, once all exist
+            if isinstance(parts, dict) and callable(parts.get("link")):
+                parts["link"](built, tabs)
     app.flrdf_context = ctx  # for tests and for tabs added later
     return app
 

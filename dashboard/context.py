@@ -122,11 +122,13 @@ class DashboardContext:
     examples: list[Example] = field(default_factory=list)
     allow_dirs: list[Path] = field(default_factory=list)   # --allow-dir: where else checkpoints may be
     roots: Roots = None  # type: ignore[assignment]       # what clients may name (dashboard.paths)
+    data_dir: Path = None  # type: ignore[assignment]    # demo data and the demo backbone (default ./data)
+    browsed: dict = field(default_factory=dict)            # sha1 -> Example: images the dataset browser sent
 
     @classmethod
     def create(cls, checkpoint: str | Path | None = None, runs_dir: str | Path = "runs", device: str = "auto",
                examples_dir: str | Path = EXAMPLES_DIR, max_models: int = 3,
-               allow_dirs: list[str | Path] | None = None) -> "DashboardContext":
+               allow_dirs: list[str | Path] | None = None, data_dir: str | Path | None = None) -> "DashboardContext":
         dev = resolve_device(device)
         ctx = cls(Path(checkpoint).expanduser() if checkpoint else DEMO_MODEL, Path(runs_dir).expanduser().absolute(),
                   dev, Path(examples_dir), ModelCache(dev, max_models))
@@ -134,7 +136,8 @@ class DashboardContext:
             if not Path(d).expanduser().is_dir():
                 raise ValueError(f"--allow-dir {d}: not a directory")
         ctx.allow_dirs = [Path(d).expanduser().resolve() for d in allow_dirs or []]
-        ctx.roots = Roots(ctx.runs_dir, ctx.allow_dirs, ctx.checkpoint)
+        ctx.data_dir = Path(data_dir or "data").expanduser().absolute()
+        ctx.roots = Roots(ctx.runs_dir, ctx.allow_dirs, ctx.checkpoint, ctx.data_dir)
         ctx.examples = read_examples(ctx.examples_dir)
         return ctx
 
@@ -178,10 +181,10 @@ class DashboardContext:
 
     def example_for(self, path: str | Path) -> Example | None:
         """The bundled example with the same bytes as ``path`` (uploads get new names; content does not change)."""
-        if not self.examples:
+        if not self.examples and not self.browsed:
             return None
         try:
             digest = file_sha1(path)
         except OSError:
             return None
-        return next((e for e in self.examples if e.sha1 == digest), None)
+        return next((e for e in self.examples if e.sha1 == digest), None) or self.browsed.get(digest)

@@ -8,7 +8,8 @@ chart, tau sweep and the worst-localized gallery - read from the folder, so
 earlier results (listed under "saved results") are shown again without
 recomputation, across restarts.
 
-Public API endpoints: ``/evaluate`` (source, split, root, methods, tau, limit) ->
+Public API endpoints: ``/evaluate_default`` (no inputs: the default model on its test split, made first
+when missing - ``dashboard.firstrun``); ``/evaluate`` (source, split, root, methods, tau, limit) ->
 message and result folder; ``/eval_view`` (folder) -> progress, table, summary.
 Sources, splits and result folders a client names go through ``ctx.roots``
 (``dashboard.paths``): results are only written and read under the runs
@@ -22,11 +23,12 @@ from pathlib import Path
 
 import gradio as gr
 
-from dashboard import jobs
+from dashboard import firstrun, jobs
 from dashboard import runs as R
 from dashboard.context import DashboardContext
 from dashboard.paths import PathError, check_slug, within
 from flrdf.cams import DEFAULT_METHODS, METHODS
+from flrdf.engine.checkpoint import CheckpointError
 from flrdf.engine.loc_report import TABLE_COLUMNS, default_out, read_results
 
 TICK_S = 1.0
@@ -103,6 +105,13 @@ def _label(folder: Path, runs_dir: Path) -> str:
     return f"{rel} [{R.eval_state(folder).get('state')}]"
 
 
+def _default_name(ctx: DashboardContext) -> str:
+    from dashboard.paths import DEMO_MODEL
+
+    c = Path(ctx.checkpoint) if ctx.checkpoint else DEMO_MODEL
+    return "the bundled demo model" if c.absolute() == DEMO_MODEL.absolute() else f"the default model ({c.name})"
+
+
 def build_evaluate_tab(ctx: DashboardContext):
     runs_dir = Path(ctx.runs_dir)
     roots = ctx.roots
@@ -127,6 +136,10 @@ def build_evaluate_tab(ctx: DashboardContext):
             with gr.Row():
                 run_btn = gr.Button("Evaluate", variant="primary", elem_id="eval-run")
                 rescan = gr.Button("Rescan", size="sm")
+            demo_btn = gr.Button(f"One click: evaluate {_default_name(ctx)} on its test split", elem_id="eval-demo")
+            gr.Markdown("Creates the test split first when it is missing (the synthetic set the model was trained "
+                        "on), then runs the evaluation above with the default CAM baselines.",
+                        elem_id="eval-demo-help")
             message = gr.Markdown(elem_id="eval-message")
             saved = gr.Dropdown(_folders(), value=None, label="saved results (shown without recomputation)",
                                 allow_custom_value=True, elem_id="eval-saved")
@@ -153,9 +166,13 @@ def build_evaluate_tab(ctx: DashboardContext):
             split_name = check_slug(str(split_name or "test").strip(), "split")
         except PathError as exc:
             raise _error(str(exc)) from None
+        overrides = [f"data.root={root_text.strip()}"] if str(root_text or "").strip() else []
+        return _start_eval(file, split_name, overrides, method_keys, tau_value, limit_value)
+
+    def _start_eval(file: Path, split_name: str, overrides: list[str], method_keys, tau_value, limit_value):
+        """Start loc-eval of a checked checkpoint file (its run directory when it is a run's last.pt)."""
         run = file.parent.parent if file.parent.name == "checkpoints" else None
         path = run if run is not None and file.name == "last.pt" and (run / "config.yaml").is_file() else file
-        overrides = [f"data.root={root_text.strip()}"] if str(root_text or "").strip() else []
         out = default_out(path, split_name, str(runs_dir))
         if out.exists():
             out = out.with_name(out.name + "-2")
@@ -244,9 +261,38 @@ def build_evaluate_tab(ctx: DashboardContext):
         last["key"] = key
         return (*(view(path) if path is not None else empty), out_saved, last)
 
+    def evaluate_default(progress=gr.Progress()):
+        """The dashboard's default model (the bundled demo model) on its test split, made first when missing."""
+        try:
+            loaded = ctx.load()
+            file = roots.checkpoint(str(loaded.path))
+        except (CheckpointError, PathError) as exc:
+            raise _error(f"The default model cannot be used: {exc}") from None
+        d = loaded.config.data
+        notes, overrides = [], []
+        if d.dataset == "demo":
+            version, why = firstrun.model_data_version(loaded.class_names, d.root)
+            root = firstrun.demo_root_for(ctx.data_dir, version)
+            progress(0, desc=f"preparing the test split (synthetic set v{version})")
+            try:
+                made = firstrun.ensure_demo_data(
+                    root, version, progress=lambda n, t, what: progress((n, t), desc=what, unit="images"))
+            except firstrun.FirstRunError as exc:
+                raise _error(f"Cannot create the test split: {exc}") from None
+            overrides = [f"data.root={root}"]
+            notes.append(f"Test split: synthetic set v{version} ({why}) in `{root}`"
+                         + (f", created now (`{firstrun.command_text(root, version)}`)." if made else "."))
+        elif not d.root or not Path(d.root).is_dir():
+            raise _error(f"The default model was trained on {d.dataset} at {d.root or '(no root)'}, which is not "
+                         "here: enter its dataset root above and press Evaluate.")
+        msg, out = _start_eval(file, "test", overrides, list(DEFAULT_METHODS), None, 0)
+        return "\n\n".join([*notes, msg]), out
+
     started = gr.Textbox(visible=False)  # the result folder; plain text for API users
     run_btn.click(evaluate, [source, split, root, methods, tau, limit], [message, started],
                   api_name="evaluate", concurrency_limit=2).then(
+        lambda f: (gr.Dropdown(choices=_folders(), value=f), {}), started, [saved, shown], api_visibility="private")
+    demo_btn.click(evaluate_default, None, [message, started], api_name="evaluate_default", concurrency_limit=1).then(
         lambda f: (gr.Dropdown(choices=_folders(), value=f), {}), started, [saved, shown], api_visibility="private")
     saved.input(view_quiet, saved, view_outputs, api_visibility="private")
     timer.tick(tick, [saved, shown], [*view_outputs, saved, shown], api_visibility="private",

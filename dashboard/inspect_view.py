@@ -17,6 +17,7 @@ BOX_COLOURS = {"FLRDF box": "#ff3b30", "ground truth": "#34c759"}
 PRED_RGB = (255, 59, 48)
 GT_RGB = (52, 199, 89)
 MIN_DISPLAY = 256  # tiny originals are shown enlarged (nearest neighbour)
+DISPLAY_SIDE = 480  # the preview is shown 320 px high: no need to send the 768 px rendering
 
 
 def _scaled(box, scale: float, w: int, h: int) -> tuple[int, int, int, int]:
@@ -27,14 +28,24 @@ def _scaled(box, scale: float, w: int, h: int) -> tuple[int, int, int, int]:
 
 
 def annotated_preview(r: InspectResult) -> tuple[np.ndarray, list[tuple[tuple[int, int, int, int], str]]]:
-    """(image, [(box, label)]) for gr.AnnotatedImage: the original image with FLRDF's box (and the GT box)."""
-    img = enlarge(r.preview)
+    """(image, [(box, label)]) for gr.AnnotatedImage: the original image with FLRDF's box (and the GT box), at
+    most ``DISPLAY_SIDE`` px (Gradio sends one full-size mask per box beside it: smaller is much cheaper)."""
+    img = fit(enlarge(r.preview))
     h, w = img.shape[:2]
     scale = w / r.original_size[0]
     boxes = [(_scaled(r.box_original, scale, w, h), "FLRDF box")]
     if r.gt_box_original is not None:
         boxes.append((_scaled(r.gt_box_original, scale, w, h), "ground truth"))
     return img, boxes
+
+
+def fit(image: np.ndarray | None, side: int = DISPLAY_SIDE) -> np.ndarray | None:
+    """``image`` shrunk (area interpolation) so its long side is at most ``side`` px: the size it is shown at."""
+    if image is None or max(image.shape[:2]) <= side:
+        return image
+    scale = side / max(image.shape[:2])
+    return cv2.resize(image, (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale))),
+                      interpolation=cv2.INTER_AREA)
 
 
 def enlarge(image: np.ndarray | None, min_side: int = MIN_DISPLAY) -> np.ndarray | None:

@@ -16,6 +16,8 @@ against the roots the operator configured (``Roots``):
   (``python app.py --allow-dir DIR``); it must be a regular file (not a FIFO, a
   device or a directory) of at most ``MAX_CHECKPOINT_BYTES`` - checked with
   ``os.stat`` before anything opens it;
+- a **dataset root** the browser reads is a folder under the data folder
+  (./data), the runs directory or an ``--allow-dir`` directory;
 - Gradio's upload folder is never any of these.
 
 Refusals raise ``PathError`` whose message says what a valid name looks like; it
@@ -45,6 +47,8 @@ RUN_RULE = "run name must be a plain name under runs/ (letters, digits, '.', '_'
 CHECKPOINT_RULE = ("checkpoint must be the demo model, a run or a file under runs/, or a file under a directory "
                    "allowed with --allow-dir")
 CONFIG_RULE = "config must be a shipped config name or a .yaml file under runs/ or the project's configs"
+DATASET_RULE = ("dataset root must be a folder under data/, runs/ or a directory allowed with --allow-dir "
+                "(start the app with --allow-dir /path/to/datasets to browse a download elsewhere)")
 EVAL_RULE = "result folder must be <run>/eval/<name> or eval/<name> under runs/"
 ANALYSIS_RULE = "analysis folder must be <run>/analysis/<name> or analysis/<name> under runs/"
 
@@ -78,8 +82,11 @@ class Roots:
     runs_dir: Path
     allow_dirs: list[Path] = field(default_factory=list)
     default_checkpoint: Path | None = None   # the operator's --checkpoint (trusted: named at start-up)
+    data_dir: Path | None = None             # where demo data is created and datasets may be read (default ./data)
 
     def __post_init__(self):
+        if self.data_dir is not None:
+            self.data_dir = Path(self.data_dir).expanduser().absolute()
         self.runs_dir = Path(self.runs_dir).expanduser().absolute()
         self.allow_dirs = [Path(d).expanduser().resolve() for d in self.allow_dirs]
         if self.default_checkpoint is not None:
@@ -263,10 +270,32 @@ class Roots:
         if not raw or "\0" in raw:
             raise PathError("demo data root must be a folder under data/, runs/ or an --allow-dir directory")
         real = Path(raw).absolute().resolve()
-        roots = [(Path.cwd() / "data").resolve(), self.runs_root, *self.allow_dirs]
+        roots = [self.data_home().resolve(), self.runs_root, *self.allow_dirs]
         if _inside(real, upload_folder()) or not any(real.is_relative_to(r) and real != r for r in roots):
             raise PathError("demo data root must be a folder under data/, runs/ or an --allow-dir directory")
         return real
+
+    def data_home(self) -> Path:
+        """The data folder: ``data_dir`` when the operator set one, else ./data."""
+        return self.data_dir if self.data_dir is not None else Path.cwd() / "data"
+
+    def dataset_root(self, text) -> Path:
+        """A dataset folder a client may READ (the dataset browser): an existing directory under the data folder,
+        the runs directory or an --allow-dir directory (the root itself allowed), never the upload folder."""
+        raw = "" if text is None else str(text).strip()
+        if not raw or "\0" in raw:
+            raise PathError(DATASET_RULE)
+        p = Path(raw).expanduser()
+        cands = [p] if p.is_absolute() else [p.absolute(), self.data_home().parent / p]
+        roots = [self.data_home().resolve(), self.runs_root, *self.allow_dirs]
+        for cand in cands:
+            real = cand.resolve()
+            if _inside(real, upload_folder()) or not any(_inside(real, r) for r in roots):
+                continue
+            if not real.is_dir():
+                raise PathError(f"dataset root {real.name or raw} is not a folder")
+            return real
+        raise PathError(DATASET_RULE)
 
 
 def within(folder: Path, name) -> Path | None:

@@ -173,12 +173,15 @@ class Resolved:
         return shlex.join(args).replace("NGPUS", "$NGPUS")
 
 
-def resolve(config_name: str, values: dict, extra: str = "") -> Resolved:
+def resolve(config_name: str, values: dict, extra: str = "", fallback_weights: str | None = None,
+            creates_data: bool = False) -> Resolved:
     """Form -> overrides against ``config_name``, validated. Raises ConfigError with a readable message.
 
     A shipped config's default weights file that does not exist here (the demo's
-    ``data/demo-backbone.pth`` on a fresh clone) becomes ``model.weights=null``,
-    with a note: the job then starts from the random initialisation.
+    ``data/demo-backbone.pth`` on a fresh clone) becomes ``fallback_weights`` when
+    given (the dashboard passes the bundled demo model's backbone, extracted at
+    Launch), else ``model.weights=null`` (random initialisation); a note says which.
+    ``creates_data``: a missing demo dataset root is created at Launch (noted as such).
     """
     base = load_config(config_name)
     overrides, notes = [], []
@@ -189,9 +192,15 @@ def resolve(config_name: str, values: dict, extra: str = "") -> Resolved:
         new = _coerce(values[key], old if old is not None else "", key)
         if key == "model.weights":
             if new is not None and new == old and not Path(new).exists():
-                notes.append(f"{new} not found here: model.weights=null (the backbone starts from "
-                             f"{'ImageNet weights' if values.get('model.pretrained') else 'random init'})")
-                new = None
+                if fallback_weights:
+                    notes.append(f"{new} not found here: the backbone starts from the bundled demo model's own "
+                                 f"backbone ({fallback_weights}, extracted from assets/demo_model.safetensors at "
+                                 "Launch) - a quick start; that backbone has already learnt this synthetic task")
+                    new = str(fallback_weights)
+                else:
+                    notes.append(f"{new} not found here: model.weights=null (the backbone starts from "
+                                 f"{'ImageNet weights' if values.get('model.pretrained') else 'random init'})")
+                    new = None
             elif new is not None and not Path(new).exists():
                 notes.append(f"weights file {new} does not exist here: the job will fail unless it exists "
                              "where it runs")
@@ -202,5 +211,9 @@ def resolve(config_name: str, values: dict, extra: str = "") -> Resolved:
     if not cfg.data.root:
         raise ConfigError(f"dataset root is empty: give the folder of the {cfg.data.dataset} dataset")
     if not Path(cfg.data.root).exists():
-        notes.append(f"dataset root {cfg.data.root} does not exist here: the job will fail")
+        if creates_data and cfg.data.dataset == "demo":
+            notes.append(f"dataset root {cfg.data.root} does not exist yet: Launch first creates the synthetic "
+                         "demo set there (version 2, 1,900 images, about a minute)")
+        else:
+            notes.append(f"dataset root {cfg.data.root} does not exist here: the job will fail")
     return Resolved(config_name, overrides, cfg, notes)

@@ -19,12 +19,11 @@ Stop/Resume act only on jobs that directory owns (``dashboard.jobs``).
 from __future__ import annotations
 
 import inspect
-import subprocess
 from pathlib import Path
 
 import gradio as gr
 
-from dashboard import curves, jobs
+from dashboard import curves, firstrun, jobs
 from dashboard import runs as R
 from dashboard import train_form as form
 from dashboard.context import DashboardContext
@@ -132,6 +131,20 @@ def log_tail(run_dir: Path | None) -> str:
     return text
 
 
+def rebase_data(values: dict, data_dir: Path) -> dict:
+    """A config's ``data/...`` dataset root (the demo's) moved onto the dashboard's data folder, when the operator
+    set one other than ./data (tests, a shared data folder); others unchanged. Weights files stay as the config
+    names them (a missing default one is replaced by the bundled model's backbone, see ``form.resolve``)."""
+    if Path(data_dir).absolute() == (Path.cwd() / "data").absolute():
+        return values
+    out = dict(values)
+    for key in ("data.root",):
+        text = str(out.get(key) or "")
+        if text.startswith("data/"):
+            out[key] = str(Path(data_dir) / text[len("data/"):])
+    return out
+
+
 def runs_table(runs_dir: Path) -> list[list]:
     rows = [R.summary(p) for p in R.list_runs(runs_dir)]
     return [[r[c] for c in R.RUN_COLUMNS] for r in rows]
@@ -142,11 +155,17 @@ def build_train_tab(ctx: DashboardContext):
     runs_dir = Path(ctx.runs_dir)
     roots = ctx.roots
     start = form.DEFAULT_CONFIG if form.DEFAULT_CONFIG in shipped_configs() else shipped_configs()[0]
-    values = form.defaults(start)
+    values = rebase_data(form.defaults(start), ctx.data_dir)
+    demo_backbone = firstrun.model_backbone_name(firstrun.DEMO_MODEL) if firstrun.DEMO_MODEL.is_file() else None
+    fallback_file = firstrun.backbone_target(ctx.data_dir)
+
+    def _fallback(backbone) -> str | None:
+        """The bundled demo model's backbone, for a job whose default weights file is missing (same architecture)."""
+        return str(fallback_file) if demo_backbone and str(backbone or "") == demo_backbone else None
     fields = {f.key: f for f in form.FIELDS}
     comps: dict[str, gr.components.Component] = {}
     try:
-        first = form.resolve(start, values)
+        first = form.resolve(start, values, fallback_weights=_fallback(values["model.backbone"]), creates_data=True)
         init = (first.command(), first.torchrun(), "\n".join(f"- {n}" for n in preflight_notes(first)))
     except (ConfigError, ValueError) as exc:
         init = ("", "", f"**invalid:** {exc}")
@@ -205,7 +224,9 @@ def build_train_tab(ctx: DashboardContext):
     # ---- form -> command
     def _resolve(config_name, *vals):
         *field_vals, extra_text, _name, _threads = vals
-        return form.resolve(roots.config(config_name), dict(zip(form.KEYS, field_vals)), extra_text)
+        field_values = dict(zip(form.KEYS, field_vals))
+        return form.resolve(roots.config(config_name), field_values, extra_text,
+                            fallback_weights=_fallback(field_values.get("model.backbone")), creates_data=True)
 
     def show_command(config_name, *vals):
         try:
@@ -221,7 +242,7 @@ def build_train_tab(ctx: DashboardContext):
 
     def fill(config_name):
         try:
-            v = form.defaults(roots.config(config_name))
+            v = rebase_data(form.defaults(roots.config(config_name)), ctx.data_dir)
         except (ConfigError, ValueError) as exc:
             raise _error(str(exc)) from None
         return [v[k] for k in form.KEYS]
@@ -232,28 +253,57 @@ def build_train_tab(ctx: DashboardContext):
     def _choices():
         return [p.name for p in R.list_runs(runs_dir)]
 
-    def _start(res: form.Resolved, run_name: str, threads_value) -> tuple:
+    def _prepare(res: form.Resolved, progress) -> list[str]:
+        """Make what the job needs and a fresh clone lacks: the synthetic demo set (dataset demo, root missing,
+        root under data/ or runs/) and the bundled model's backbone when the job names it. Lines for the message."""
+        done = []
+        cfg = res.cfg
+        report = lambda n, total, what: progress((n, total), desc=what, unit="images")
+        if cfg.data.dataset == "demo" and not Path(cfg.data.root).exists():
+            try:
+                folder = roots.data_root(cfg.data.root)
+                firstrun.ensure_demo_data(folder, firstrun.DEFAULT_VERSION, progress=report)
+            except (PathError, firstrun.FirstRunError) as exc:
+                raise _error(f"Cannot create the demo data: {exc}") from None
+            done.append(f"Created the synthetic demo set v{firstrun.DEFAULT_VERSION} in `{cfg.data.root}` "
+                        f"(`{firstrun.command_text(cfg.data.root, firstrun.DEFAULT_VERSION)}`).")
+        weights = cfg.model.weights
+        if weights and Path(weights).absolute() == fallback_file.absolute():
+            progress(None, desc="extracting the bundled demo model's backbone")
+            try:
+                firstrun.ensure_backbone(fallback_file)
+            except (OSError, RuntimeError, ValueError) as exc:
+                raise _error(f"Cannot extract the demo model's backbone: {exc}") from None
+            done.append(f"Backbone: the bundled demo model's own (`{weights}`, from assets/demo_model.safetensors).")
+        return done
+
+    def _start(res: form.Resolved, run_name: str, threads_value, progress=None) -> tuple:
         n = _threads(threads_value, ctx)
         try:
             name = roots.run_name(str(run_name or "").strip() or res.cfg.name)
+        except PathError as exc:
+            raise _error(str(exc)) from None
+        prepared = _prepare(res, progress or (lambda *a, **k: None))
+        try:
             out, pid = jobs.launch_train(res.config, res.overrides, runs_dir, name, n)
         except (jobs.JobError, PathError) as exc:
             raise _error(str(exc)) from None
         msg = (f"Launched **{out.name}** (pid {pid}, {n} thread{'s' if n > 1 else ''}).\n\n"
                f"`{res.command(n)} --out {out}`")
-        return msg, out.name
+        return "\n\n".join([*prepared, msg]), out.name
 
-    def launch(config_name, *vals):
+    def launch(config_name, *vals, progress=gr.Progress()):
         try:
             res = _resolve(config_name, *vals)
         except (ConfigError, ValueError) as exc:
             raise _error(f"Invalid job settings: {exc}") from None
-        return _start(res, vals[-2], vals[-1])
+        return _start(res, vals[-2], vals[-1], progress)
 
-    # named parameters for API users (gradio_client): config, data_root, optim_epochs, ...
+    # named parameters for API users (gradio_client): config, data_root, optim_epochs, ...; progress is Gradio's
     launch.__signature__ = inspect.Signature(
         [inspect.Parameter(p.replace(".", "_"), inspect.Parameter.POSITIONAL_OR_KEYWORD)
-         for p in ["config", *form.KEYS, "extra", "name", "threads"]])
+         for p in ["config", *form.KEYS, "extra", "name", "threads"]]
+        + [inspect.Parameter("progress", inspect.Parameter.KEYWORD_ONLY, default=gr.Progress())])
     launched = gr.Textbox(visible=False)  # the new run's name; plain text for API users
 
     def select(run_name):
@@ -262,13 +312,14 @@ def build_train_tab(ctx: DashboardContext):
     launch_btn.click(launch, form_inputs, [launch_msg, launched], api_name="launch", concurrency_limit=1).then(
         select, launched, run, api_visibility="private")
 
-    def launch_config(config_name: str, overrides: str, run_name: str = "", threads_value: float = 0):
+    def launch_config(config_name: str, overrides: str, run_name: str = "", threads_value: float = 0,
+                      progress=gr.Progress()):
         """Launch ``config_name`` with ``key=value`` overrides (text) - the CLI's form, for scripts."""
         try:
             res = form.resolve(roots.config(config_name), {}, overrides)
         except (ConfigError, ValueError) as exc:
             raise _error(f"Invalid job settings: {exc}") from None
-        return _start(res, run_name, threads_value)
+        return _start(res, run_name, threads_value, progress)
 
     hidden = [gr.Textbox(visible=False), gr.Textbox(visible=False), gr.Textbox(visible=False),
               gr.Number(visible=False)]
@@ -311,18 +362,17 @@ def build_train_tab(ctx: DashboardContext):
     stop_btn.click(stop, run, launch_msg, api_name="stop", concurrency_limit=2)
     resume_btn.click(resume, [run, resume_extra, threads], launch_msg, api_name="resume", concurrency_limit=1)
 
-    def make_data(dataset, root):
+    def make_data(dataset, root, progress=gr.Progress()):
         if dataset not in ("demo", "cub") or not str(root or "").strip():
             raise _error("Set dataset 'demo' and a root folder first.")
         try:
             folder = roots.data_root(root)
-        except PathError as exc:
+            made = firstrun.ensure_demo_data(folder, firstrun.DEFAULT_VERSION,
+                                             progress=lambda n, t, what: progress((n, t), desc=what, unit="images"))
+        except (PathError, firstrun.FirstRunError) as exc:
             raise _error(str(exc)) from None
-        proc = subprocess.run(jobs.python_argv("make-demo-data", "--out", str(folder)), capture_output=True,
-                              text=True, env=jobs.child_env(1), timeout=900)
-        if proc.returncode:
-            raise _error("make-demo-data failed: " + (proc.stderr.strip().splitlines() or ["no message"])[-1][-300:])
-        return f"Synthetic demo data written to `{root}`."
+        return (f"Synthetic demo data (v{firstrun.DEFAULT_VERSION}) written to `{root}`." if made
+                else f"`{root}` already holds the synthetic demo set v{firstrun.DEFAULT_VERSION}.")
 
     data_btn.click(make_data, [comps["data.dataset"], comps["data.root"]], launch_msg, api_visibility="private",
                    concurrency_limit=1)

@@ -51,7 +51,8 @@ def _options(args) -> dict:
     return options
 
 
-def _split_summary(data) -> dict:
+def split_summary(data) -> dict:
+    """One split's counts as ``data-info`` prints them (also the dashboard's dataset browser)."""
     missing = [r.path for r in data.records if not os.path.isfile(r.path)]
     return {
         "images": len(data.records),
@@ -73,7 +74,7 @@ def _summary(args, splits: list[str], loaded: dict) -> dict:
         "num_classes": len(names),
         "class_names_sample": names[:SAMPLE] + (["..."] + names[-1:] if len(names) > SAMPLE + 1 else names[SAMPLE:]),
         "crop_bottom": first.crop_bottom,
-        "splits": {s: _split_summary(loaded[s]) for s in splits},
+        "splits": {s: split_summary(loaded[s]) for s in splits},
     }
     if "annotation_level" in first.meta:
         out["annotation_level"] = first.meta["annotation_level"]
