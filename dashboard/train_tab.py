@@ -262,8 +262,14 @@ def build_train_tab(ctx: DashboardContext):
         if cfg.data.dataset == "demo" and not Path(cfg.data.root).exists():
             try:
                 folder = roots.data_root(cfg.data.root)
+            except PathError:  # not a place the app writes to: launch as asked, the job names the missing root
+                folder = None
+        else:
+            folder = None
+        if folder is not None:
+            try:
                 firstrun.ensure_demo_data(folder, firstrun.DEFAULT_VERSION, progress=report)
-            except (PathError, firstrun.FirstRunError) as exc:
+            except firstrun.FirstRunError as exc:
                 raise _error(f"Cannot create the demo data: {exc}") from None
             done.append(f"Created the synthetic demo set v{firstrun.DEFAULT_VERSION} in `{cfg.data.root}` "
                         f"(`{firstrun.command_text(cfg.data.root, firstrun.DEFAULT_VERSION)}`).")

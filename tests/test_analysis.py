@@ -84,7 +84,8 @@ def test_confusion_is_consistent_with_eval_per_branch(analysis_dir, tiny_run, de
 
     loaded = load_model(tiny_run, "cpu")
     cfg = apply_overrides(loaded.config, [f"data.root={demo_root}"])
-    ref = evaluate(loaded.model, eval_loader(cfg.data, "test", 5, 0), precision_for(torch.device("cpu"), False, False))
+    ref = evaluate(loaded.model, eval_loader(cfg.data, "test", 5, 0), precision_for(torch.device("cpu"), False, False),
+                   jigsaw=True)
     results = json.loads((analysis_dir / "results.json").read_text())
     assert results["n"] == ref["n"] == 12
     keys = {"combined": "top1", "raw": "top1_raw", "object": "top1_object", "jigsaw": "top1_jigsaw"}
