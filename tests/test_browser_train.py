@@ -52,7 +52,11 @@ def test_launch_from_the_form_and_watch_it_live(page, studio, tmp_path_factory):
     status = page.locator("#train-status")
     # generous timeouts: they only keep a broken run from hanging the suite (no speed is asserted here;
     # scripts/bench_live_curves.py measures the line -> screen latency)
-    status.filter(has_text=re.compile(r"state: running")).wait_for(timeout=120_000)
+    try:
+        status.filter(has_text=re.compile(r"state: running")).wait_for(timeout=120_000)
+    except Exception as exc:
+        raise AssertionError(f"the run never showed 'running'; status: {status.inner_text()!r}; "
+                             f"files: {sorted(p.name for p in (runs_dir / run).iterdir())}") from exc
     status.filter(has_text=re.compile(r"loss points: [1-9]")).wait_for(timeout=180_000)
     plot = page.locator("#train-loss-plot img").first
     plot.wait_for(state="visible")
