@@ -8,7 +8,7 @@ chart, tau sweep and the worst-localized gallery - read from the folder, so
 earlier results (listed under "saved results") are shown again without
 recomputation, across restarts.
 
-Public API endpoints: ``/evaluate_default`` (no inputs: the default model on its test split, made first
+Public API endpoints: ``/evaluate_default`` (limit, 0 = all images: the default model on its test split, made first
 when missing - ``dashboard.firstrun``); ``/evaluate`` (source, split, root, methods, tau, limit) ->
 message and result folder; ``/eval_view`` (folder) -> progress, table, summary.
 Sources, splits and result folders a client names go through ``ctx.roots``
@@ -261,8 +261,9 @@ def build_evaluate_tab(ctx: DashboardContext):
         last["key"] = key
         return (*(view(path) if path is not None else empty), out_saved, last)
 
-    def evaluate_default(progress=gr.Progress()):
-        """The dashboard's default model (the bundled demo model) on its test split, made first when missing."""
+    def evaluate_default(limit_value=0, progress=gr.Progress()):
+        """The dashboard's default model (the bundled demo model) on its test split, made first when missing;
+        ``limit_value``: the form's "images (0 = all)"."""
         try:
             loaded = ctx.load()
             file = roots.checkpoint(str(loaded.path))
@@ -285,14 +286,14 @@ def build_evaluate_tab(ctx: DashboardContext):
         elif not d.root or not Path(d.root).is_dir():
             raise _error(f"The default model was trained on {d.dataset} at {d.root or '(no root)'}, which is not "
                          "here: enter its dataset root above and press Evaluate.")
-        msg, out = _start_eval(file, "test", overrides, list(DEFAULT_METHODS), None, 0)
+        msg, out = _start_eval(file, "test", overrides, list(DEFAULT_METHODS), None, limit_value)
         return "\n\n".join([*notes, msg]), out
 
     started = gr.Textbox(visible=False)  # the result folder; plain text for API users
     run_btn.click(evaluate, [source, split, root, methods, tau, limit], [message, started],
                   api_name="evaluate", concurrency_limit=2).then(
         lambda f: (gr.Dropdown(choices=_folders(), value=f), {}), started, [saved, shown], api_visibility="private")
-    demo_btn.click(evaluate_default, None, [message, started], api_name="evaluate_default", concurrency_limit=1).then(
+    demo_btn.click(evaluate_default, [limit], [message, started], api_name="evaluate_default", concurrency_limit=1).then(
         lambda f: (gr.Dropdown(choices=_folders(), value=f), {}), started, [saved, shown], api_visibility="private")
     saved.input(view_quiet, saved, view_outputs, api_visibility="private")
     timer.tick(tick, [saved, shown], [*view_outputs, saved, shown], api_visibility="private",

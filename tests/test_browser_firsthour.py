@@ -116,6 +116,10 @@ def test_default_launch_on_a_fresh_clone(page, fresh, tmp_path_factory):
 
 def test_evaluate_the_demo_model_with_one_click(page, fresh, tmp_path_factory):
     page.get_by_role("tab", name="Evaluate").click()
+    # the form's image count applies to the one-click evaluation too: a subset keeps the test short
+    limit = page.locator("#eval-limit input")
+    limit.fill("16")
+    limit.press("Tab")
     page.locator("#eval-demo").click()
     message = page.locator("#eval-message")
     message.filter(has_text="Evaluating in the background").wait_for(timeout=600_000)
