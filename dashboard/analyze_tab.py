@@ -299,25 +299,8 @@ def build_analyze_tab(ctx: DashboardContext):
         results = read_results(path) if path is not None else None
         return pair_images(path, results, i) if results else []
 
-    def tick(folder, last):
-        last = dict(last or {})
-        folders = _folders()
-        out_saved = gr.skip()
-        if folders != last.get("folders"):
-            last["folders"] = folders
-            out_saved = gr.Dropdown(choices=folders)
-        try:
-            path = _folder(folder)
-        except PathError:
-            path = None
-        key = None
-        if path is not None:
-            st = R.eval_state(path)
-            key = f"{path}|{st.get('state')}|{st.get('done')}|{st.get('updated')}"
-        if key == last.get("key"):
-            return (*[gr.skip()] * len(view_outputs), out_saved, last)
-        last["key"] = key
-        return (*(view(path) if path is not None else empty), out_saved, last)
+    tick = R.folder_tick(_folders, _folder, view, len(view_outputs), empty, gr.skip,
+                         lambda folders: gr.Dropdown(choices=folders), PathError)
 
     def compare(runs):
         """Config diff, final metrics, variants, loss curves, variant figure and a CSV of the named runs."""

@@ -240,26 +240,8 @@ def build_evaluate_tab(ctx: DashboardContext):
 
     view_outputs = [progress, table, summary, bar, sweep, gallery, files]
 
-    def tick(folder, last):
-        """Re-render only what changed: the folder list, and the shown folder's progress (finished: once)."""
-        last = dict(last or {})
-        folders = _folders()
-        out_saved = gr.skip()
-        if folders != last.get("folders"):
-            last["folders"] = folders
-            out_saved = gr.Dropdown(choices=folders)
-        try:
-            path = _folder(folder)
-        except PathError:
-            path = None
-        key = None
-        if path is not None:
-            st = R.eval_state(path)
-            key = f"{path}|{st.get('state')}|{st.get('done')}|{st.get('updated')}"
-        if key == last.get("key"):
-            return (*[gr.skip()] * len(view_outputs), out_saved, last)
-        last["key"] = key
-        return (*(view(path) if path is not None else empty), out_saved, last)
+    tick = R.folder_tick(_folders, _folder, view, len(view_outputs), empty, gr.skip,
+                         lambda folders: gr.Dropdown(choices=folders), PathError)
 
     def evaluate_default(limit_value=0, progress=gr.Progress()):
         """The dashboard's default model (the bundled demo model) on its test split, made first when missing;

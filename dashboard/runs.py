@@ -159,3 +159,34 @@ def eval_state(folder: Path) -> dict:
     if prog.get("state") == "running" and not pid_alive(prog.get("pid")):
         prog = dict(prog, state="failed", error=prog.get("error") or _stderr_error(folder))
     return prog
+
+
+def folder_tick(list_folders, resolve, view, n_outputs: int, empty: tuple, skip, dropdown,
+                refused: type[Exception] = ValueError):
+    """A timer callback for a tab that shows one result folder of a background job: ``(folder, last) ->
+    (*view outputs, folder list, last)``, re-rendering only what changed - the folder list, and the shown
+    folder's view when its progress moved (a finished folder renders once). ``resolve`` maps the client's
+    folder name to a path (``None``, or raising ``refused``, for none); ``skip``/``dropdown`` are the UI's
+    "no change" value and folder-list constructor (Gradio's, passed in so this module stays UI-free)."""
+
+    def tick(folder, last):
+        last = dict(last or {})
+        folders = list_folders()
+        out_saved = skip()
+        if folders != last.get("folders"):
+            last["folders"] = folders
+            out_saved = dropdown(folders)
+        try:
+            path = resolve(folder)
+        except refused:
+            path = None
+        key = None
+        if path is not None:
+            st = eval_state(path)
+            key = f"{path}|{st.get('state')}|{st.get('done')}|{st.get('updated')}"
+        if key == last.get("key"):
+            return (*[skip()] * n_outputs, out_saved, last)
+        last["key"] = key
+        return (*(view(path) if path is not None else empty), out_saved, last)
+
+    return tick

@@ -18,7 +18,6 @@ docs/PERFORMANCE.md reports them.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -39,6 +38,8 @@ from flrdf.engine.checkpoint import LoadedModel, load_model  # noqa: E402
 from flrdf.engine.step import resolve_device  # noqa: E402
 from flrdf.inspect import inspect_image  # noqa: E402
 from flrdf.model import FLRDF  # noqa: E402
+
+from benchlib import report_json  # noqa: E402
 
 DEMO = ROOT / "assets" / "demo_model.safetensors"
 VARIANTS = {"no CAM": [], "1 CAM (gradcam)": ["gradcam"], "5 CAMs (default)": list(DEFAULT_METHODS)}
@@ -112,11 +113,7 @@ def main(argv=None) -> int:
                 report["results"].append({"model": "random-init resnet50", "backbone": "resnet50", "threads": threads,
                                           "input_px": 448, **bench(r50, image, max(3, args.repeats // 2), warmup=1)})
         report["machine"]["load_avg_after"] = [round(v, 2) for v in os.getloadavg()]
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text + "\n")
+    report_json(report, args.out)
     return 0
 
 

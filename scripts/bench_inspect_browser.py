@@ -23,7 +23,6 @@ Writes the JSON to ``--out``; no test asserts these figures.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import re
@@ -35,6 +34,8 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+
+from benchlib import report_json  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/bin/chromium"
@@ -198,11 +199,7 @@ def main(argv=None) -> int:
         report["ratio_now_over_before"] = {k: round(n[k] / b[k], 3) for k in
                                            ("page_load_s_median", "new_input_s_median", "same_input_s_median")
                                            if b.get(k) and n.get(k)}
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text + "\n")
+    report_json(report, args.out)
     return 0
 
 

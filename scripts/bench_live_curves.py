@@ -36,6 +36,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from benchlib import report_json  # noqa: E402
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -200,11 +202,7 @@ def main(argv=None) -> int:
                 app.kill()
                 app.wait()
     report["machine"]["load_avg_after"] = [round(v, 2) for v in os.getloadavg()]
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text + "\n")
+    report_json(report, args.out)
     return 0
 
 

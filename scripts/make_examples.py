@@ -28,7 +28,7 @@ def main() -> int:
     data = load_records("cub", args.root, "test")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    picked, seen = [], {}
+    picked = []
     # round-robin over classes so the examples cover as many classes as possible
     by_class: dict[int, list] = {}
     for r in data.records:

@@ -153,7 +153,6 @@ def test_faithfulness_is_the_librarys_own_numbers(tiny_run, demo_root):
 
 def test_loc_eval_table_carries_max_box_acc_v2_beside_the_largest_region_figure(tiny_run, demo_root, tmp_path):
     from flrdf.config import apply_overrides
-    from flrdf.data import DatasetRecords
     from flrdf.engine.checkpoint import load_model
     from flrdf.engine.loaders import records_for
     from flrdf.engine.loc_report import main as loc_eval_main, read_results

@@ -68,7 +68,7 @@ def test_box_is_the_tight_box_of_the_object():
 
 
 def test_object_size_and_placement_vary_within_bounds():
-    fractions, centres, flips = [], [], set()
+    fractions, centres = [], []
     for n in range(40):
         s = render_sample(ClassSpec("striped", "fore"), (1, n), 256)
         x1, y1, x2, y2 = s.box

@@ -6,7 +6,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
@@ -58,7 +57,6 @@ def test_train_eval_predict_end_to_end(demo_root, tmp_path, capsys):
 
 
 def test_branch_losses_fall_on_fixed_batch(demo_root):
-    from flrdf.config import Config
     from flrdf.data import FGVCDataset, build_transform
     from flrdf.engine.loaders import records_for
     from flrdf.engine.step import precision_for, train_step

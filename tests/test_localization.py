@@ -123,7 +123,6 @@ def test_loc_eval_cam_rows_equal_what_inspect_shows(loc_setup):
     """The same image, tau, method and target class (GT-known: the label) give loc-eval's per-image IoUs
     and Inspect's, for the CAMs and for FLRDF's own box. The model has a stride-1 layer4, so its box grid
     (input / 16 x map_upsample) is not the stride-32 one."""
-    from flrdf.engine.loaders import records_for
     from flrdf.inspect import inspect_image
 
     base, root, loaded = loc_setup
@@ -150,7 +149,6 @@ def test_frame_full_scores_the_whole_image_and_crop_the_centre_crop(loc_setup, c
     """--frame full (the default, wsolevaluation's frame) resizes the whole image with no crop, so a
     ground-truth box is only scaled; --frame crop is the centre-crop test view (scaled, shifted, clipped).
     results.json and table.md say which frame was used."""
-    from flrdf.engine.loaders import records_for
 
     base, root, loaded = loc_setup
     d = loaded.config.data

@@ -2,7 +2,6 @@ import json
 
 import pytest
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
 from flrdf.boxes import boxes_from_maps, crop_resize, normalize_maps

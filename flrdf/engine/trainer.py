@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from flrdf.config import Config, dump_config
 from flrdf.engine import distributed
-from flrdf.engine.checkpoint import read_checkpoint, rng_state, save_checkpoint, set_rng_state, unwrap
+from flrdf.engine.checkpoint import read_checkpoint, rng_state, save_checkpoint, set_rng_state
 from flrdf.engine.evaluate import evaluate
 from flrdf.engine.loaders import build_loaders
 from flrdf.engine.optim import build_optimizer
