@@ -404,11 +404,17 @@ def build_train_tab(ctx: DashboardContext):
             out_table = runs_table(runs_dir)
         if names != state.get("names"):
             state["names"] = names
-            if not run_name and names:
+            # only the choices change under a selection the page already has: a tick that was sent before a
+            # Launch or a click must not put the old run back over the one just chosen
+            if run_name and run_name in names:
+                out_run = gr.Dropdown(choices=names)
+            else:
                 running = [p.name for p in all_runs if R.run_state(p).get("state") in R.ACTIVE]
-                run_name = (running or names)[0]
-            out_run = gr.Dropdown(choices=names, value=run_name or None)
-            out_overlay = gr.Dropdown(choices=names, value=[o for o in (overlay_names or []) if o in names])
+                run_name = (running or names or [None])[0]
+                out_run = gr.Dropdown(choices=names, value=run_name)
+            kept = [o for o in (overlay_names or []) if o in names]
+            out_overlay = gr.Dropdown(choices=names) if kept == list(overlay_names or []) else \
+                gr.Dropdown(choices=names, value=kept)
         try:
             rd = _run_dir(run_name)
         except PathError:
