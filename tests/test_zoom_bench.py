@@ -2,8 +2,14 @@
 off (a smoke test: no timing is asserted), and refuses bad sizes."""
 
 import json
+import math
 
 from flrdf.bench import main
+
+
+def _measured(value) -> bool:
+    """A figure the benchmark measured: a finite number (its size is for docs/PERFORMANCE.md, not a test)."""
+    return isinstance(value, (int, float)) and math.isfinite(value)
 
 
 def test_bench_source_size_reports_ratios_and_memory(capsys, tmp_path):
@@ -14,11 +20,11 @@ def test_bench_source_size_reports_ratios_and_memory(capsys, tmp_path):
     assert json.loads(out.read_text()) == result
     assert result["sources"] == ["off", "64"]
     for phase in ("train", "infer"):
-        assert result[f"{phase}_source_off_images_per_s"] > 0 and result[f"{phase}_source_64_ratio"] > 0
-        assert result[f"{phase}_source_64_step_memory_mb"] > 0 and result[f"{phase}_source_off_peak_memory_mb"] > 0
-        assert result[f"{phase}_source_64_step_memory_ratio"] > 0
+        for key in ("source_off_images_per_s", "source_64_ratio", "source_64_step_memory_mb",
+                    "source_off_peak_memory_mb", "source_64_step_memory_ratio"):
+            assert _measured(result[f"{phase}_{key}"]), key
     assert result["source_64_batch_tensor_mb"] == round(2 * 3 * 64 * 64 * 4 / 2**20, 2)
-    assert result["transform_source_64_ms_per_image"] > 0
+    assert _measured(result["transform_source_64_ms_per_image"])
     assert "train_ratio" not in result  # the FLRDF-vs-baseline comparison is not run
 
 
