@@ -34,7 +34,7 @@ from dashboard import jobs
 from dashboard import runs as R
 from dashboard.context import DashboardContext
 from dashboard.curves import loss_figure
-from dashboard.evaluate_tab import _read_rgb, progress_html
+from dashboard.evaluate_tab import _read_rgb, folder_views, progress_html
 from dashboard.paths import PathError, check_slug, within
 from flrdf.cams import DEFAULT_METHODS, METHODS
 from flrdf.engine.analyze import default_out, read_results, wsol_label
@@ -276,20 +276,8 @@ def build_analyze_tab(ctx: DashboardContext):
                 _gallery(folder, ag.get("rescued"), cap), _gallery(folder, ag.get("broken"), cap), wsol_rows(results),
                 _copies(folder, DOWNLOADS))
 
-    def view_api(folder):
-        """Everything a finished analysis folder under runs/ holds (its progress while running)."""
-        try:
-            path = _folder(folder)
-        except PathError as exc:
-            raise _error(str(exc)) from None
-        return view(path) if path is not None else empty
-
-    def view_quiet(folder):
-        try:
-            path = _folder(folder)
-        except PathError:
-            return empty
-        return view(path) if path is not None else empty
+    # everything a finished analysis folder under runs/ holds (its progress while running)
+    view_api, view_quiet = folder_views(_folder, view, empty, _error)
 
     def on_pair(folder, i):
         try:

@@ -105,6 +105,27 @@ def _label(folder: Path, runs_dir: Path) -> str:
     return f"{rel} [{R.eval_state(folder).get('state')}]"
 
 
+def folder_views(resolve, view, empty: tuple, error):
+    """The two ways a tab shows a client-named result folder: ``view_api`` (the public endpoint: a refused
+    name raises ``error(message)``) and ``view_quiet`` (page events: a refused name shows nothing)."""
+
+    def view_api(folder):
+        try:
+            path = resolve(folder)
+        except PathError as exc:
+            raise error(str(exc)) from None
+        return view(path) if path is not None else empty
+
+    def view_quiet(folder):
+        try:
+            path = resolve(folder)
+        except PathError:
+            return empty
+        return view(path) if path is not None else empty
+
+    return view_api, view_quiet
+
+
 def _default_name(ctx: DashboardContext) -> str:
     from dashboard.paths import DEMO_MODEL
 
@@ -203,20 +224,8 @@ def build_evaluate_tab(ctx: DashboardContext):
         """The result folder a client named, under the runs directory (PathError otherwise); None for empty."""
         return roots.eval_folder(text) if str(text or "").strip() else None
 
-    def view_api(folder):
-        """Progress, table, summary, charts, gallery and files of a result folder under runs/."""
-        try:
-            path = _folder(folder)
-        except PathError as exc:
-            raise _error(str(exc)) from None
-        return view(path) if path is not None else empty
-
-    def view_quiet(folder):
-        try:
-            path = _folder(folder)
-        except PathError:
-            return empty
-        return view(path) if path is not None else empty
+    # progress, table, summary, charts, gallery and files of a result folder under runs/
+    view_api, view_quiet = folder_views(_folder, lambda path: view(path), empty, _error)
 
     def view(folder: Path):
         """Progress, table, summary, charts, gallery and files of a checked result folder."""

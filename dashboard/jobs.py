@@ -66,8 +66,8 @@ def python_argv(*args: str) -> list[str]:
 
 
 # ---------------------------------------------------------------- process identity (Linux /proc)
-def proc_start_time(pid) -> int | None:
-    """Field 22 of /proc/<pid>/stat (start time in clock ticks since boot); None for no such process."""
+def _proc_stat_fields(pid) -> list[bytes] | None:
+    """/proc/<pid>/stat from field 3 on (after "pid (comm) ", which may hold spaces); None for no such process."""
     if not _positive(pid):
         return None
     try:
@@ -75,23 +75,22 @@ def proc_start_time(pid) -> int | None:
             data = f.read()
     except OSError:
         return None
-    fields = data[data.rindex(b")") + 2:].split()  # after "pid (comm) ": field 3 is fields[0]
+    return data[data.rindex(b")") + 2:].split()
+
+
+def proc_start_time(pid) -> int | None:
+    """Field 22 of /proc/<pid>/stat (start time in clock ticks since boot); None for no such process."""
+    fields = _proc_stat_fields(pid)
     try:
-        return int(fields[22 - 3])
+        return int(fields[22 - 3]) if fields is not None else None
     except (IndexError, ValueError):
         return None
 
 
 def proc_state(pid) -> str | None:
     """Field 3 of /proc/<pid>/stat (R, S, Z ...); None for no such process."""
-    if not _positive(pid):
-        return None
-    try:
-        with open(f"/proc/{int(pid)}/stat", "rb") as f:
-            data = f.read()
-    except OSError:
-        return None
-    return data[data.rindex(b")") + 2:].split()[0].decode()
+    fields = _proc_stat_fields(pid)
+    return fields[0].decode() if fields else None
 
 
 def proc_cmdline(pid) -> list[str] | None:

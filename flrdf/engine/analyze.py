@@ -32,7 +32,7 @@ import numpy as np
 
 from flrdf.analysis import (agreement, class_order, confused_pairs, confusion_matrix, most_confused_with,
                             per_class_accuracy, top1, worst_block)
-from flrdf.engine.rundir import now_iso, read_json, write_json
+from flrdf.engine.rundir import now_iso, read_result_file, result_folder, write_json
 
 FORMAT = "flrdf-analyze"
 RESULTS = "results.json"
@@ -287,18 +287,12 @@ def wsol_markdown(wsol: dict) -> str:
 
 
 def read_results(folder: str | Path) -> dict | None:
-    data = read_json(Path(folder) / RESULTS)
-    return data if data and data.get("format") == FORMAT else None
+    return read_result_file(Path(folder) / RESULTS, FORMAT)
 
 
 # ---------------------------------------------------------------- the command
 def default_out(source: Path, split: str, runs_dir: str) -> Path:
-    """RUN_DIR/analysis/<split>-<time> for a run (or a checkpoint inside one); else RUNS_DIR/analysis/<name>-<split>-<time>."""
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    run = source if source.is_dir() else (source.parent.parent if source.parent.name == "checkpoints" else None)
-    if run is not None and (run / "config.yaml").is_file():
-        return run / "analysis" / f"{split}-{stamp}"
-    return Path(runs_dir) / "analysis" / f"{source.stem}-{split}-{stamp}"
+    return result_folder(source, split, runs_dir, "analysis")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -34,7 +34,7 @@ import numpy as np
 
 from flrdf.cams import DEFAULT_METHODS, METHODS
 from flrdf.engine.localization import CENTRE_KEY, FLRDF_KEY, WORST_K, LocResult, WorstImage
-from flrdf.engine.rundir import now_iso, read_json, write_json
+from flrdf.engine.rundir import now_iso, read_result_file, result_folder, write_json
 
 FORMAT = "flrdf-loc-eval"
 PROGRESS = "progress.json"
@@ -216,18 +216,12 @@ def markdown_table(summary: dict) -> str:
 
 def read_results(folder: str | Path) -> dict | None:
     """results.json of a finished evaluation folder, or None."""
-    data = read_json(Path(folder) / RESULTS)
-    return data if data and data.get("format") == FORMAT else None
+    return read_result_file(Path(folder) / RESULTS, FORMAT)
 
 
 # ---------------------------------------------------------------- the command
 def default_out(source: Path, split: str, runs_dir: str) -> Path:
-    """RUN_DIR/eval/<split>-<time> for a run (or a checkpoint inside one); else RUNS_DIR/eval/<name>-<split>-<time>."""
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    run = source if source.is_dir() else (source.parent.parent if source.parent.name == "checkpoints" else None)
-    if run is not None and (run / "config.yaml").is_file():
-        return run / "eval" / f"{split}-{stamp}"
-    return Path(runs_dir) / "eval" / f"{source.stem}-{split}-{stamp}"
+    return result_folder(source, split, runs_dir, "eval")
 
 
 def _even_subset(n: int, limit: int | None) -> list[int]:

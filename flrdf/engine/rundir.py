@@ -92,6 +92,23 @@ class RunDir:
         return status
 
 
+def read_result_file(path: Path, fmt: str) -> dict | None:
+    """A result folder's JSON (written by loc-eval, analyze, ...) when it carries ``"format": fmt``; else None."""
+    data = read_json(Path(path))
+    return data if data and data.get("format") == fmt else None
+
+
+def result_folder(source: Path, split: str, runs_dir: str, kind: str) -> Path:
+    """Where a job of ``kind`` (eval, analysis) on ``source`` writes by default: RUN_DIR/<kind>/<split>-<time>
+    for a run (or a checkpoint inside one); else RUNS_DIR/<kind>/<name>-<split>-<time>."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    source = Path(source)
+    run = source if source.is_dir() else (source.parent.parent if source.parent.name == "checkpoints" else None)
+    if run is not None and (run / "config.yaml").is_file():
+        return run / kind / f"{split}-{stamp}"
+    return Path(runs_dir) / kind / f"{source.stem}-{split}-{stamp}"
+
+
 def read_metrics(run_dir: str | Path) -> list[dict]:
     """All complete metrics lines of a run (a half-written last line is skipped)."""
     path = Path(run_dir) / "metrics.jsonl"
