@@ -92,7 +92,7 @@ def cam_gallery(r: InspectResult) -> list[tuple[np.ndarray, str]]:
     def caption(name: str, iou: float | None) -> str:
         return name if iou is None else f"{name} - IoU {iou:.2f}"
 
-    items = [(draw_boxes(r.loc_overlay, r.box, r.gt_box), caption("FLRDF (suppressed map)", r.iou))]
+    items = [(draw_boxes(r.loc_overlay, r.box, r.gt_box), caption(f"FLRDF ({r.map_source})", r.iou))]
     items += [(draw_boxes(c.overlay, c.box, r.gt_box), caption(c.label, c.iou)) for c in r.cams]
     return items
 
@@ -113,7 +113,7 @@ def status_text(r: InspectResult, model_name: str) -> str:
     names = r.class_names
     parts = [f"**Prediction:** {names[r.predicted]} ({dict(r.top5['combined']).get(names[r.predicted], 0) * 100:.1f}%)",
              f"CAM target: {names[r.target]}{' (predicted)' if r.target == r.predicted else ''}",
-             f"tau {r.tau:g}, n {r.jigsaw_n}, seed {r.seed}"]
+             f"tau {r.tau:g}, n {r.jigsaw_n}, seed {r.seed}", f"map: {r.map_source}"]
     if r.iou is not None:
         parts.append(f"FLRDF box IoU with ground truth: **{r.iou:.2f}**")
     parts.append(crop_note(r))

@@ -146,8 +146,21 @@ class ResNetBackbone(nn.Module):
         log.info("backbone %s starts from random init (no pretrained weights asked for)", builder.__name__)
         return builder(weights=None), "random"
 
-    def forward(self, x: torch.Tensor, after_layer3: Callable[[torch.Tensor], torch.Tensor] | None = None):
-        x = self.layer3(self.layer2(self.layer1(self.stem(x))))
+    STAGE_STRIDES = {"layer2": 8, "layer3": 16}  # input pixels per cell of the earlier stages' outputs
+
+    def stage_stride(self, stage: str) -> int:
+        """Input pixels per cell of ``stage``'s output: layer2 8, layer3 16, layer4 ``self.stride``."""
+        return self.stride if stage == "layer4" else self.STAGE_STRIDES[stage]
+
+    def forward(self, x: torch.Tensor, after_layer3: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                taps: tuple[str, ...] | None = None):
+        """layer4's output; with ``taps``, (layer4's output, {stage: output}) for the stages named
+        (layer2; layer3 before ``after_layer3``; layer3_after: after it)."""
+        a2 = self.layer2(self.layer1(self.stem(x)))
+        a3 = self.layer3(a2)
+        kept = {"layer2": a2, "layer3": a3}
         if after_layer3 is not None:
-            x = after_layer3(x)
-        return self.layer4(x)
+            a3 = after_layer3(a3)
+        kept["layer3_after"] = a3
+        out = self.layer4(a3)
+        return out if taps is None else (out, {k: kept[k] for k in taps})

@@ -121,10 +121,10 @@ def _localize_ms(model, prec, images) -> float:
     """Time of the map -> box step alone (connected components included)."""
     model.eval()
     with torch.inference_mode(), prec.autocast():
-        _, xs = model.raw_features(prec.prepare(images))
+        loc = model.features(prec.prepare(images)).loc
         hw = images.shape[-2:]
-        model.localize(xs, hw)
-        t = _timed(lambda: model.localize(xs, hw), 10, prec.device)
+        model.localize(loc, hw)
+        t = _timed(lambda: model.localize(loc, hw), 10, prec.device)
     return 1000 * t / 10
 
 
@@ -275,7 +275,7 @@ def _crop_ms(model, prec, data, name, dev, repeats: int = 20) -> dict:
     hw = tuple(images0.shape[-2:])
     with torch.inference_mode():
         model.eval()
-        boxes = model.localize(model.raw_features(images0)[1], hw)[1]
+        boxes = model.localize(model.features(images0).loc, hw)[1]
         for s, (images, src) in data.items():
             if src is None:
                 x = prec.prepare(images)

@@ -32,7 +32,7 @@ from torchvision.ops import roi_align
 # centre is j*s + c. Measured on interior cells (docs/results/rf_centre.json): resnet18/50, random
 # init and the demo's trained resnet18, all within +-0.1 px of the theory value 0.5 (every ResNet
 # down-sampling layer centres output i on input 2i, so cell j sits on pixel j*s).
-RF_CENTRE: dict[int, float] = {16: 0.5, 32: 0.5}
+RF_CENTRE: dict[int, float] = {8: 0.5, 16: 0.5, 32: 0.5}
 
 
 def rf_centre(stride: int) -> float:

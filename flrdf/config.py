@@ -30,6 +30,8 @@ class ModelConfig:
     layer4_stride: int = 2           # 1: layer4 without downsampling (finer map, WSOL practice)
     tau: float = 0.5                 # map threshold for the foreground box
     map_upsample: int = 4            # map upsampling before thresholding
+    loc_layer: str = "layer4"        # the FL map: channel mean of layer4 after suppression (the paper) |
+                                     # layer3 | layer2 (stride 8: finer, traces whole objects; docs/FLRDF_EXTENSIONS.md)
     jigsaw_n: int = 4                # n x n patch grid
     combine: str = "raw+object"      # test-time prediction: '+'-joined branch names
 
@@ -242,6 +244,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"model.branches must be raw | raw+fl | raw+rdf | full, got {m.branches!r}")
     if m.suppression not in ("learnable", "fixed", "none"):
         raise ConfigError(f"model.suppression must be learnable | fixed | none, got {m.suppression!r}")
+    if m.loc_layer not in ("layer4", "layer3", "layer2"):
+        raise ConfigError(f"model.loc_layer must be layer4 | layer3 | layer2, got {m.loc_layer!r}")
     if m.layer4_stride not in (1, 2):
         raise ConfigError(f"model.layer4_stride must be 1 or 2, got {m.layer4_stride}")
     if not 0.0 <= m.tau <= 1.0:

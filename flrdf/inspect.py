@@ -66,7 +66,7 @@ class InspectResult:
     original_size: tuple[int, int]  # (W, H) of the decoded original
     box: list[float]               # FLRDF's foreground box, input pixels
     box_original: list[float]      # same, original-image pixels
-    loc_map: np.ndarray            # float32 (S, S): suppressed map, upsampled
+    loc_map: np.ndarray            # float32 (S, S): the FL map (model.loc_layer), upsampled
     plain_map: np.ndarray          # float32 (S, S): the map before suppression
     loc_overlay: np.ndarray        # uint8 (S, S, 3)
     plain_overlay: np.ndarray      # uint8 (S, S, 3)
@@ -88,6 +88,7 @@ class InspectResult:
     gate: dict | None = None       # layer4 suppression gate of this image (flrdf.suppression.gate_stats); None: no suppression
     crop_source_px: int = 0        # 0: object crop cut from the input; else from the image's view at this size
     crop_detail: float | None = None  # share of that view's pixels that are the image's own (<= 1)
+    map_source: str = "layer4, after suppression"  # what loc_map is (FLRDF.map_source)
 
     def preview_scale(self) -> float:
         """Factor from original-image pixels to preview pixels."""
@@ -273,6 +274,7 @@ def inspect_image(loaded: LoadedModel, image, tau: float | None = None, jigsaw_n
         gate=gate,
         crop_source_px=source_size,
         crop_detail=round(transform.source_detail(orig_size), 4) if source_size else None,
+        map_source=model.map_source,
     )
     lap("render")
     times["total"] = (time.perf_counter() - t_all) * 1000

@@ -1,7 +1,8 @@
 """The FLRDF network: three branches sharing one backbone (FLRDF.md).
 
 raw branch      image -> backbone -> suppression (DRS) -> GAP -> head_raw
-FL module       localization map = channel mean of the suppressed features,
+FL module       localization map = channel mean of the suppressed features
+                (model.loc_layer: or of layer3 / layer2, finer grids),
                 box = largest region of map >= tau, crop + resize (no gradient);
                 with a ``source`` (the same view at a higher resolution, data.source_size)
                 the crop is cut from the source instead (flrdf.zoom)
@@ -16,6 +17,7 @@ the evaluator and the dashboard alike. No layer size depends on the input size.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -40,12 +42,19 @@ BRANCHES = {
 }
 
 
+class Features(NamedTuple):
+    x: torch.Tensor       # layer4, before suppression
+    xs: torch.Tensor      # layer4, after suppression (the raw branch pools it)
+    loc: torch.Tensor     # the stage the FL map is the channel mean of (model.loc_layer)
+    plain: torch.Tensor   # that stage before suppression
+
+
 @dataclass
 class FLRDFOutput:
     logits_raw: torch.Tensor                      # (B, K)
     logits: torch.Tensor                          # (B, K) combined prediction
-    loc_map: torch.Tensor                         # (B, h, w) suppressed map, normalised to [0, 1]
-    plain_map: torch.Tensor                       # (B, h, w) same before suppression
+    loc_map: torch.Tensor                         # (B, h, w) the FL map (model.loc_layer), normalised to [0, 1]
+    plain_map: torch.Tensor                       # (B, h, w) same before suppression (same grid)
     boxes: torch.Tensor | None = None             # (B, 4) x1 y1 x2 y2 in input pixels
     logits_object: torch.Tensor | None = None
     logits_jigsaw: torch.Tensor | None = None
@@ -87,8 +96,39 @@ class FLRDF(nn.Module):
     # ---- the pieces, usable alone (the dashboard and the CAM baselines call them)
     def raw_features(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(X, X') - layer4 features before and after suppression."""
-        x = self.backbone(images, after_layer3=self.suppression3)
-        return x, self.suppression(x)
+        f = self.features(images)
+        return f.x, f.xs
+
+    def features(self, images: torch.Tensor) -> "Features":
+        """layer4 before/after suppression, and the features the FL map is the channel mean of
+        (``loc``; ``plain``: the same stage before suppression)."""
+        layer = self.cfg.loc_layer
+        taps = {"layer4": (), "layer3": ("layer3", "layer3_after"), "layer2": ("layer2",)}[layer]
+        x, kept = self.backbone(images, after_layer3=self.suppression3, taps=taps)
+        xs = self.suppression(x)
+        if layer == "layer4":
+            return Features(x, xs, xs, x)
+        if layer == "layer3":
+            return Features(x, xs, kept["layer3_after"], kept["layer3"])
+        return Features(x, xs, kept["layer2"], kept["layer2"])
+
+    def maps(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(FL map, plain map) at their grid's resolution, each (B, h, w) in [0, 1]."""
+        f = self.features(images)
+        return self.channel_map(f.loc), self.channel_map(f.plain)
+
+    @property
+    def map_source(self) -> str:
+        """What the FL map is, in words (the dashboard's captions)."""
+        layer = self.cfg.loc_layer
+        if layer == "layer4" or (layer == "layer3" and self.suppression3 is not None):
+            return f"{layer}, after suppression"
+        return f"{layer}, no suppression"
+
+    @property
+    def loc_stride(self) -> int:
+        """Input pixels per cell of the FL map (the stride of ``model.loc_layer``)."""
+        return self.backbone.stage_stride(self.cfg.loc_layer)
 
     @staticmethod
     def pool(x: torch.Tensor) -> torch.Tensor:
@@ -101,12 +141,14 @@ class FLRDF(nn.Module):
 
     def box_grid(self, image_hw: tuple[int, int]) -> BoxGrid:
         """The grid every map of this model is thresholded on (its own and the CAMs'):
-        layer4 cells x ``map_upsample``, mapped to pixels by their receptive-field centres."""
-        return box_grid(self.backbone.stride, image_hw, self.cfg.map_upsample)
+        cells of ``model.loc_layer`` (layer4: the backbone's stride) x ``map_upsample``,
+        mapped to pixels by their receptive-field centres."""
+        return box_grid(self.loc_stride, image_hw, self.cfg.map_upsample)
 
-    def localize(self, suppressed: torch.Tensor, image_hw: tuple[int, int], tau: float | None = None):
-        """Localization map (B, h, w) in [0, 1] and boxes (B, 4) in input pixels."""
-        loc_map = self.channel_map(suppressed)
+    def localize(self, loc_features: torch.Tensor, image_hw: tuple[int, int], tau: float | None = None):
+        """Localization map (B, h, w) in [0, 1] and boxes (B, 4) in input pixels, from the features
+        of ``model.loc_layer`` (:meth:`features`' ``loc``)."""
+        loc_map = self.channel_map(loc_features)
         tau = self.cfg.tau if tau is None else tau
         boxes = boxes_from_maps(loc_map, tau, image_hw, upsample=self.cfg.map_upsample, normalize=False,
                                 grid=self.box_grid(image_hw))
@@ -144,9 +186,10 @@ class FLRDF(nn.Module):
         h, w = images.shape[-2:]
         if source is not None:
             check_source(images, source)
-        x, xs = self.raw_features(images)
+        f = self.features(images)
+        xs = f.xs
         logits = {"raw": self.heads["raw"](self.pool(xs))}
-        plain_map = self.channel_map(x)
+        plain_map = self.channel_map(f.plain)
         active = ("raw",) if raw_only else self.branches
         use_object = "object" in active
         use_jigsaw = "jigsaw" in active and (self.training if with_jigsaw is None else with_jigsaw)
@@ -154,9 +197,9 @@ class FLRDF(nn.Module):
 
         boxes = object_images = jigsaw_images = None
         if need_boxes:
-            loc_map, boxes = self.localize(xs, (h, w), tau)
+            loc_map, boxes = self.localize(f.loc, (h, w), tau)
         else:
-            loc_map = self.channel_map(xs)
+            loc_map = self.channel_map(f.loc)
 
         # Separate passes (not one concatenated batch): on CPU a doubled batch costs more than twice the time.
         if use_object:

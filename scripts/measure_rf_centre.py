@@ -57,14 +57,25 @@ def cell_centre(net: torch.nn.Module, size: int, cell: tuple[int, int], draws: i
     return cx, cy
 
 
-def build(name: str, stride: int, weights: str, seed: int) -> ResNetBackbone:
+class Layer2(torch.nn.Module):
+    """The backbone up to layer2 (output stride 8: the map of model.loc_layer=layer2)."""
+
+    def __init__(self, net: ResNetBackbone):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x):
+        return self.net(x, taps=("layer2",))[1]["layer2"]
+
+
+def build(name: str, stride: int, weights: str, seed: int) -> torch.nn.Module:
     torch.manual_seed(seed)
-    net = ResNetBackbone(name, pretrained=False, layer4_stride=1 if stride == 16 else 2)
+    net = ResNetBackbone(name, pretrained=False, layer4_stride=2 if stride == 32 else 1)
     if weights == "demo":
         from flrdf.engine.checkpoint import load_model
 
         net.load_state_dict(load_model(DEMO).model.backbone.state_dict())
-    return net.eval()
+    return (Layer2(net) if stride == 8 else net).eval()
 
 
 def measure(name: str, stride: int, weights: str, size: int, cells: str, draws: int, seed: int = 0) -> dict:
@@ -94,21 +105,27 @@ def measure(name: str, stride: int, weights: str, size: int, cells: str, draws: 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--draws", type=int, default=4, help="random inputs per cell")
+    p.add_argument("--strides", default="32,16,8",
+                   help="output strides to measure: 32/16 the layer4 map (layer4_stride 2/1), 8 the layer2 map")
     p.add_argument("--out", default=str(ROOT / "docs" / "results" / "rf_centre.json"))
     args = p.parse_args(argv)
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    strides = [int(s) for s in args.strides.split(",") if s.strip()]
     runs = []
-    sym = {32: 2 * 8 * 32 + 1, 16: 2 * 16 * 16 + 1}  # 513 px: cell 8 (stride 32) / 16 (stride 16) in the middle
+    # 513 px: cell 8 (stride 32) / 16 (stride 16) in the middle; 257 px: cell 16 of stride 8
+    sym = {32: 2 * 8 * 32 + 1, 16: 2 * 16 * 16 + 1, 8: 2 * 16 * 8 + 1}
     for name in ("resnet18", "resnet50"):
-        for stride in (32, 16):
+        for stride in strides:
             for seed in (0, 1):
                 runs.append(measure(name, stride, "random", sym[stride], "centre", args.draws, seed))
-    for stride in (16, 32):  # the demo model's trained resnet18 (it trains at stride 16)
+    for stride in strides:  # the demo model's trained resnet18
         runs.append(measure("resnet18", stride, "demo", sym[stride], "centre", args.draws))
-    runs.append(measure("resnet18", 16, "random", 112, "all", args.draws))
-    runs.append(measure("resnet18", 16, "demo", 112, "all", args.draws))
+    for stride in (s for s in strides if s in (16, 8)):  # the demo's input: the border bends the centres
+        runs.append(measure("resnet18", stride, "random", 112, "all", args.draws))
+        runs.append(measure("resnet18", stride, "demo", 112, "all", args.draws))
     result = {
-        "what": "effective receptive-field centre of a layer4 map cell (channel mean): centre(j) = j*s + c, "
+        "what": "effective receptive-field centre of a map cell (channel mean of layer4, or of layer2 at "
+                "stride 8): centre(j) = j*s + c, "
                 "continuous pixel coordinates (pixel x spans [x, x+1)); centre of mass of |d cell / d input|",
         "draws": args.draws,
         "theory": "every ResNet down-sampling layer (7x7/2 pad 3, 3x3/2 pad 1 max-pool and conv, 1x1/2) "

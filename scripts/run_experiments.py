@@ -16,6 +16,10 @@ benchmark: `v2` (data/demo, classes = local part appearance under free pose, FGV
             (data.source_size=0), against the ablation's full run that cuts it from the source
   control   v1, first seed: raw and full
   grid      v2, first seed: jigsaw n = 1, 2, 8 (n = 4 is the ablation's full run)
+  locmap    v2, each of --seeds: + FL and full with the FL map taken from layer2 (stride 8,
+            model.loc_layer=layer2, tau 0.2) instead of suppressed layer4 (the paper's map, which
+            every other suite pins: loc_layer=layer4, tau 0.3); plus, for the first seed, the
+            layer4 full run again on this machine, so the pair shares a device
 
 then writes docs/results/: experiments.json, experiments.md, ablation.png (and recipe_selection.json
 when the recipe suite ran).
@@ -59,7 +63,12 @@ RECIPES = {  # variant -> (label, overrides); the first is the paper's recipe an
     "aux-scale": ("object/jigsaw backbone gradient x 0.5", ["loss.aux_backbone_scale=0.5"]),
 }
 GRIDS = (1, 2, 4, 8)
-SUITES = ("recipe", "ablation", "zoom", "control", "grid")
+SUITES = ("recipe", "ablation", "zoom", "control", "grid", "locmap")
+# The FL map of every suite but locmap: the paper's (suppressed layer4), with the threshold calibrated
+# for it - pinned, so these runs mean the same whatever the demo config's map is.
+PAPER_MAP = ["model.loc_layer=layer4", "model.tau=0.3"]
+# locmap: layer2's map; tau 0.2 chosen on the disjoint pretraining set's test split (docs/results/locmap_choice/)
+LAYER2_MAP = ["model.loc_layer=layer2", "model.tau=0.2"]
 NAME = re.compile(r"^exp-(v\d+)-e(\d+)-(\d+)px-([a-z]+)-(.+?)(?:-seed(\d+))?$")
 
 
@@ -73,7 +82,7 @@ def run_name(bench: str, suite: str, variant: str, seed: int, epochs: int, size:
 
 def _common(bench: str, epochs: int, size: int, seed: int) -> list[str]:
     return [f"data.root={BENCHES[bench]}", f"optim.epochs={epochs}", f"data.image_size={size}",
-            f"data.resize={round(size * 8 / 7)}", "runtime.eval_every=0", f"runtime.seed={seed}"]
+            f"data.resize={round(size * 8 / 7)}", "runtime.eval_every=0", f"runtime.seed={seed}", *PAPER_MAP]
 
 
 def suite_runs(suite: str, epochs: int, size: int, seeds=(0,)) -> dict[str, list[str]]:
@@ -99,6 +108,13 @@ def suite_runs(suite: str, epochs: int, size: int, seeds=(0,)) -> dict[str, list
             if n != 4:
                 runs[run_name("v2", "grid", f"n{n}", first, epochs, size)] = (
                     _common("v2", epochs, size, first) + ["model.branches=full", f"model.jigsaw_n={n}"])
+    elif suite == "locmap":
+        for seed in seeds:
+            for v in ("full", "raw+fl"):
+                runs[run_name("v2", "locmap", f"{v}-layer2", seed, epochs, size)] = (
+                    _common("v2", epochs, size, seed) + ABLATION[v][1] + LAYER2_MAP)
+        runs[run_name("v2", "locmap", "full-layer4", first, epochs, size)] = (
+            _common("v2", epochs, size, first) + ABLATION["full"][1])
     else:
         raise ValueError(f"unknown suite {suite!r}; known: {', '.join(SUITES)}")
     return runs
@@ -292,6 +308,14 @@ def summarise() -> str:
                           for n in GRIDS}, base, seeds)
             tables.append({"kind": "grid", "budget": budget, "rows": rows,
                            "title": f"{bench} jigsaw grid, {epochs} epochs at {size} px"})
+        if "locmap" in suites:
+            rows = _rows({"+ FL, layer4 map (the paper's)": f"{tag}-ablation-raw+fl",
+                          "+ FL, layer2 map": f"{tag}-locmap-raw+fl-layer2",
+                          "full, layer4 map (the paper's)": f"{tag}-ablation-full",
+                          "full, layer4 map, this machine": f"{tag}-locmap-full-layer4",
+                          "full, layer2 map": f"{tag}-locmap-full-layer2"}, base)
+            tables.append({"kind": "locmap", "budget": budget, "rows": rows,
+                           "title": f"{bench} FL map layer, {epochs} epochs at {size} px"})
         if "recipe" in suites:
             sel = recipe_selection(epochs, size)
             if sel:

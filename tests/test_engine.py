@@ -166,7 +166,29 @@ def test_validation_split_gives_best_checkpoint(demo_root, tmp_path):
     assert cli_main(["train", "--config", "demo", "--out", str(run),
                      *tiny(demo_root, **{"data.val_fraction": 0.25, "optim.epochs": 1})]) == 0
     assert (run / "checkpoints" / "best.pt").is_file()
-    assert any(m.get("split") == "val" for m in read_metrics(run))
+    val_lines = [m for m in read_metrics(run) if m.get("split") == "val"]
+    assert val_lines
+    # `--split val` names exactly the images the trainer held out: same count, same score
+    out = tmp_path / "val.json"
+    assert cli_main(["eval", "--run", str(run), "--split", "val", "--out", str(out)]) == 0
+    scored = json.loads(out.read_text())
+    assert scored["split"] == "val" and scored["n"] == val_lines[-1]["n"]
+    assert scored["top1"] == pytest.approx(val_lines[-1]["top1"])
+    from flrdf.engine.loaders import build_loaders, records_for
+
+    cfg = load_config("demo", [f"data.root={demo_root}", "data.val_fraction=0.25"])
+    held_out = build_loaders(cfg.data, 4, cfg.runtime.seed, with_test=False).val.dataset.records
+    val = records_for(cfg.data, "val", cfg.runtime.seed).records
+    train = records_for(cfg.data, "train").records
+    assert [r.path for r in val] == [r.path for r in held_out]
+    assert 0 < len(val) < len(train) and {r.path for r in val} <= {r.path for r in train}
+
+
+def test_val_split_without_a_carve_out_names_the_setting(demo_root, capsys):
+    assert cli_main(["eval", "--checkpoint", str(ROOT / "assets" / "demo_model.safetensors"), "--split", "val",
+                     "--set", f"data.root={demo_root}"]) == 2
+    err = capsys.readouterr().err
+    assert "data.val_fraction" in err and "val" in err
 
 
 def test_ddp_two_processes_gloo_agree(demo_root, tmp_path):

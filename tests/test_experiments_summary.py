@@ -99,3 +99,34 @@ def test_recipe_is_chosen_on_validation_never_on_test(exp, tmp_path):
     assert sel["winner"] == "raw-warmup"
     assert sel["winner_overrides"] == exp.RECIPES["raw-warmup"][1]
     assert {r["variant"]: r["val_top1"] for r in sel["rows"]} == pytest.approx(vals)
+
+
+def test_locmap_suite_pairs_the_layer2_map_with_the_pinned_paper_map(exp, tmp_path):
+    runs = exp.suite_runs("locmap", 8, 112, seeds=(0, 1))
+    assert sorted(runs) == sorted([
+        "exp-v2-e8-112px-locmap-full-layer2", "exp-v2-e8-112px-locmap-raw+fl-layer2",
+        "exp-v2-e8-112px-locmap-full-layer2-seed1", "exp-v2-e8-112px-locmap-raw+fl-layer2-seed1",
+        "exp-v2-e8-112px-locmap-full-layer4"])
+
+    def last(overrides, key):  # the value that wins: apply_overrides takes them in order
+        return [o.split("=", 1)[1] for o in overrides if o.startswith(key + "=")][-1]
+
+    for name, o in runs.items():
+        assert last(o, "model.loc_layer") == ("layer4" if name.endswith("layer4") else "layer2")
+        assert last(o, "model.tau") == ("0.3" if name.endswith("layer4") else "0.2")
+    # every other suite pins the paper's map, whatever the demo config's map is
+    for suite in ("ablation", "zoom", "control", "grid", "recipe"):
+        for o in exp.suite_runs(suite, 8, 112).values():
+            assert last(o, "model.loc_layer") == "layer4" and last(o, "model.tau") == "0.3"
+    tag = "exp-v2-e8-112px"
+    _run(tmp_path, f"{tag}-ablation-raw", 0.70)
+    _run(tmp_path, f"{tag}-ablation-full", 0.80, loc=0.3)
+    _run(tmp_path, f"{tag}-locmap-full-layer2", 0.85, loc=0.7)
+    _run(tmp_path, f"{tag}-locmap-full-layer4", 0.79, loc=0.28)
+    exp.summarise()
+    tables = json.loads((tmp_path / "results" / "experiments.json").read_text())["tables"]
+    rows = next(t["rows"] for t in tables if t["kind"] == "locmap")
+    assert rows["full, layer2 map"]["top1_vs_baseline"] == pytest.approx(0.15)
+    assert rows["full, layer2 map"]["loc_acc"] == pytest.approx(0.7)
+    assert rows["full, layer4 map, this machine"]["top1"] == pytest.approx(0.79)
+    assert rows["+ FL, layer2 map"]["runs"] == 0

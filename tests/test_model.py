@@ -1,4 +1,5 @@
 import json
+import re
 
 import pytest
 import torch
@@ -248,3 +249,52 @@ def test_layer4_stride_one_doubles_map_resolution(backbone):
     on_grid = torch.isclose(k, k.round(), atol=1e-4)
     at_border = (b == 0) | (b == torch.tensor([96.0, 64.0, 96.0, 64.0]))
     assert bool((on_grid | at_border).all()), b
+
+
+@pytest.mark.parametrize("layer,stride", [("layer2", 8), ("layer3", 16)])
+def test_loc_layer_maps_and_boxes_come_from_that_stage(layer, stride, real_batch):
+    """model.loc_layer: the FL map is the channel mean of that stage's output, boxed on that stage's grid;
+    the object branch crops those boxes; the raw branch is unchanged (it still pools suppressed layer4)."""
+    torch.manual_seed(0)
+    deep = FLRDF(small(layer4_stride=1), K).eval()
+    model = FLRDF(small(layer4_stride=1, loc_layer=layer, tau=0.3), K).eval()
+    model.load_state_dict(deep.state_dict())  # loc_layer adds no parameter
+    bb = model.backbone
+    with torch.no_grad():
+        a2 = bb.layer2(bb.layer1(bb.stem(real_batch)))
+        a3 = bb.layer3(a2)
+        out, ref = model(real_batch), deep(real_batch)
+    stage = a2 if layer == "layer2" else a3
+    by_hand = normalize_maps(stage.mean(dim=1))
+    assert out.loc_map.shape == (2, 64 // stride, 64 // stride)
+    assert torch.allclose(out.loc_map, by_hand, atol=1e-6)
+    assert torch.allclose(out.plain_map, by_hand, atol=1e-6)  # no suppression at this stage
+    assert torch.equal(out.logits_raw, ref.logits_raw)
+    assert not torch.allclose(out.loc_map[:, ::2, ::2] if layer == "layer2" else out.loc_map, ref.loc_map, atol=1e-3)
+    grid = model.box_grid((64, 64))
+    assert model.loc_stride == stride and grid.pitch == stride / model.cfg.map_upsample
+    assert torch.equal(out.boxes, boxes_from_maps(by_hand, 0.3, (64, 64), upsample=model.cfg.map_upsample,
+                                                  grid=grid, normalize=False))
+    assert torch.equal(out.object_images, crop_resize(real_batch, out.boxes))
+    maps = model.maps(real_batch)
+    assert torch.allclose(maps[0], by_hand, atol=1e-6) and torch.allclose(maps[1], by_hand, atol=1e-6)
+
+
+def test_loc_layer3_with_layer3_suppression_maps_the_suppressed_stage(real_batch):
+    torch.manual_seed(0)
+    model = FLRDF(small(layer4_stride=1, loc_layer="layer3", suppress_layer3=True, suppression="fixed", delta=0.5),
+                  K).eval()
+    bb = model.backbone
+    with torch.no_grad():
+        a3 = bb.layer3(bb.layer2(bb.layer1(bb.stem(real_batch))))
+        out = model(real_batch)
+    assert torch.allclose(out.plain_map, normalize_maps(a3.mean(dim=1)), atol=1e-6)
+    assert torch.allclose(out.loc_map, normalize_maps(model.suppression3(a3).mean(dim=1)), atol=1e-6)
+    assert not torch.allclose(out.loc_map, out.plain_map, atol=1e-3)
+
+
+def test_unknown_loc_layer_is_a_config_error():
+    from flrdf.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match=re.escape("model.loc_layer must be layer4 | layer3 | layer2, got 'layer1'")):
+        load_config("demo", ["model.loc_layer=layer1"])

@@ -105,7 +105,8 @@ def add_source_args(p: argparse.ArgumentParser, split_help: str = "dataset split
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--run", help="run directory (uses checkpoints/last.pt)")
     src.add_argument("--checkpoint", help="checkpoint .pt or model .safetensors")
-    p.add_argument("--split", help=f"{split_help} (default: the config's test split)")
+    p.add_argument("--split", help=f"{split_help} (default: the config's test split; 'val': the part of the "
+                                   "training split the run held out, data.val_fraction)")
     add_set_arg(p, "override the stored config, e.g. --set data.root=/data/CUB_200_2011")
 
 
@@ -134,7 +135,8 @@ def eval_main(argv: list[str]) -> int:
         if args.tau is not None and not 0 <= args.tau <= 1:
             return _fail("--tau must lie in [0, 1]")
         split = args.split or cfg.data.test_split
-        loader = eval_loader(cfg.data, split, args.batch_size or cfg.optim.batch_size, args.workers)
+        loader = eval_loader(cfg.data, split, args.batch_size or cfg.optim.batch_size, args.workers,
+                             seed=cfg.runtime.seed)
         if len(loader.dataset.class_names) != len(loaded.class_names):
             return _fail(f"the {split} split has {len(loader.dataset.class_names)} classes, "
                          f"the checkpoint {len(loaded.class_names)}")

@@ -14,14 +14,26 @@ import torch
 from torch.utils.data import DataLoader, Sampler
 
 from flrdf.config import DataConfig
-from flrdf.data import DatasetRecords, FGVCDataset, build_transform, load_records
+from flrdf.data import DatasetError, DatasetRecords, FGVCDataset, build_transform, load_records
 from flrdf.engine.step import default_workers
 
 
-def records_for(cfg: DataConfig, split: str) -> DatasetRecords:
+VAL_SPLIT = "val"  # the validation part carved from the training split (data.val_fraction, runtime.seed)
+
+
+def records_for(cfg: DataConfig, split: str, seed: int = 0) -> DatasetRecords:
+    """The records of a dataset split; ``val`` is the part of the training split that
+    ``data.val_fraction`` carves off with ``seed`` (the run's runtime.seed): exactly the images
+    the trainer held out, so thresholds and recipes can be chosen on them and never on test."""
     options = {}
     if cfg.dataset == "aircraft":
         options = {"annotation_level": cfg.annotation_level, "crop_banner": cfg.crop_banner}
+    if split == VAL_SPLIT:
+        if cfg.val_fraction <= 0:
+            raise DatasetError("split 'val' is the validation part carved from the training split, but this "
+                             "config has data.val_fraction = 0 (train with --set data.val_fraction=0.1)")
+        return carve_validation(load_records(cfg.dataset, cfg.root, cfg.train_split, **options),
+                                cfg.val_fraction, seed)[1]
     return load_records(cfg.dataset, cfg.root, split, **options)
 
 
@@ -115,7 +127,8 @@ def build_loaders(cfg: DataConfig, batch_size: int, seed: int, rank: int = 0, wo
                    sharded_eval(test) if test and test.records else None, train_all.class_names, sampler)
 
 
-def eval_loader(cfg: DataConfig, split: str, batch_size: int, workers: int | None = None) -> DataLoader:
-    data = records_for(cfg, split)
+def eval_loader(cfg: DataConfig, split: str, batch_size: int, workers: int | None = None,
+                seed: int = 0) -> DataLoader:
+    data = records_for(cfg, split, seed)
     workers = (default_workers() if cfg.num_workers < 0 else cfg.num_workers) if workers is None else workers
     return _loader(data, cfg, False, batch_size, None, workers, False, False)

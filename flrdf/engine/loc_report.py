@@ -302,7 +302,7 @@ def _run(args, source: Path, out: Path, progress: Progress) -> dict:
     loaded = load_model(source, device)
     cfg = apply_overrides(loaded.config, args.overrides)
     split = args.split or cfg.data.test_split
-    data = records_for(cfg.data, split)
+    data = records_for(cfg.data, split, cfg.runtime.seed)
     if not data.records:
         raise ValueError(f"the {split!r} split of {cfg.data.dataset} at {cfg.data.root} has no images")
     if len(data.class_names) != len(loaded.class_names):

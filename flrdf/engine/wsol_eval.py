@@ -69,8 +69,8 @@ class FullFrameDataset(Dataset):
 def input_maps(model, images: torch.Tensor) -> dict[str, torch.Tensor]:
     """FLRDF's suppressed map and the plain map at feature resolution, (B, h, w) in [0, 1]."""
     with torch.no_grad(), model_lock(model):
-        x, xs = model.raw_features(images)
-    return {FLRDF_KEY: model.channel_map(xs).cpu(), PLAIN_KEY: model.channel_map(x).cpu()}
+        loc, plain = model.maps(images)
+    return {FLRDF_KEY: loc.cpu(), PLAIN_KEY: plain.cpu()}
 
 
 def to_input_size(maps: torch.Tensor, hw: tuple[int, int]) -> np.ndarray:
