@@ -31,7 +31,7 @@ class ModelConfig:
     tau: float = 0.5                 # map threshold for the foreground box
     map_upsample: int = 4            # map upsampling before thresholding
     loc_layer: str = "layer4"        # the FL map: channel mean of layer4 after suppression (the paper) |
-                                     # layer3 | layer2 (stride 8: finer, traces whole objects; docs/FLRDF_EXTENSIONS.md)
+                                     # layer3 | layer2 (stride 8: finer, traces whole objects; README "Which map the box comes from")
     jigsaw_n: int = 4                # n x n patch grid
     combine: str = "raw+object"      # test-time prediction: '+'-joined branch names
 

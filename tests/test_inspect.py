@@ -127,3 +127,27 @@ def test_no_gradients_or_hooks_left(tiny_loaded, example):
     assert all(p.grad is None for p in m.parameters())
     assert not m.backbone.layer4._forward_hooks
     assert not m.training and torch.is_grad_enabled()
+
+
+def test_a_layer2_map_model_is_inspected_on_its_own_grid(tiny_loaded, example):
+    """model.loc_layer=layer2: Inspect's box is the layer2 map's (the model's own forward, on the
+    stride-8 grid) and the captions name the map."""
+    import copy
+
+    from dashboard.inspect_view import cam_gallery, status_text
+
+    loaded = copy.deepcopy(tiny_loaded)
+    loaded.model.cfg.loc_layer = "layer2"
+    loaded.config.model.loc_layer = "layer2"
+    path, box = example
+    r = inspect_image(loaded, path, cam_methods=["gradcam"], gt_box=box)
+    assert r.map_source == "layer2, no suppression"
+    assert loaded.model.box_grid((64, 64)).shape == (8 * 4, 8 * 4)
+    t = build_transform(False, 72, 64)
+    x, _ = t(Image.open(path).convert("RGB"))
+    with torch.no_grad():
+        out = loaded.model(x[None])
+    assert torch.allclose(torch.tensor(r.box), out.boxes[0], atol=1e-4)
+    assert out.loc_map.shape == (1, 8, 8)
+    assert "FLRDF (layer2, no suppression)" in cam_gallery(r)[0][1]
+    assert "map: layer2, no suppression" in status_text(r, "tiny")
