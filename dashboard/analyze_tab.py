@@ -66,7 +66,7 @@ def per_class_rows(results: dict) -> tuple[list[str], list[list]]:
 def wsol_rows(results: dict) -> list[list]:
     w = results.get("wsol") or {}
     r4 = lambda v: None if v is None else round(v, 4)
-    return [[wsol_label(r["method"]), _pct(r.get("max_box_acc_v2")), _pct(r.get("max_box_acc_iou30")),
+    return [[wsol_label(r["method"], w), _pct(r.get("max_box_acc_v2")), _pct(r.get("max_box_acc_iou30")),
              _pct(r.get("max_box_acc_iou50")), _pct(r.get("max_box_acc_iou70")), _pct(r.get("max_box_acc_v2_largest")),
              r4(r.get("road_morf")), r4(r.get("road_lerf")), r4(r.get("cam_mult_conf_change"))]
             for r in w.get("rows", [])]

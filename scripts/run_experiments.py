@@ -67,6 +67,9 @@ SUITES = ("recipe", "ablation", "zoom", "control", "grid", "locmap")
 # The FL map of every suite but locmap: the paper's (suppressed layer4), with the threshold calibrated
 # for it - pinned, so these runs mean the same whatever the demo config's map is.
 PAPER_MAP = ["model.loc_layer=layer4", "model.tau=0.3"]
+# The data settings every experiment ran with, pinned against later changes of the demo config (whose
+# recipe now holds 10 % out and zooms from 336 px): all training images, a 224 px zoom source.
+EXPERIMENT_DATA = ["data.val_fraction=0", "data.source_size=224"]
 # locmap: layer2's map; tau 0.2 chosen on the disjoint pretraining set's test split (docs/results/locmap_choice/)
 LAYER2_MAP = ["model.loc_layer=layer2", "model.tau=0.2"]
 NAME = re.compile(r"^exp-(v\d+)-e(\d+)-(\d+)px-([a-z]+)-(.+?)(?:-seed(\d+))?$")
@@ -82,7 +85,8 @@ def run_name(bench: str, suite: str, variant: str, seed: int, epochs: int, size:
 
 def _common(bench: str, epochs: int, size: int, seed: int) -> list[str]:
     return [f"data.root={BENCHES[bench]}", f"optim.epochs={epochs}", f"data.image_size={size}",
-            f"data.resize={round(size * 8 / 7)}", "runtime.eval_every=0", f"runtime.seed={seed}", *PAPER_MAP]
+            f"data.resize={round(size * 8 / 7)}", "runtime.eval_every=0", f"runtime.seed={seed}", *PAPER_MAP,
+            *EXPERIMENT_DATA]
 
 
 def suite_runs(suite: str, epochs: int, size: int, seeds=(0,)) -> dict[str, list[str]]:

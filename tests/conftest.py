@@ -36,7 +36,8 @@ def tiny(root, **extra) -> list[str]:
     sets = {"data.root": str(root), "model.weights": "null", "model.layer4_stride": 2, "data.image_size": 64,
             "data.resize": 72, "data.num_workers": 0, "optim.batch_size": 8, "optim.epochs": 2,
             "optim.raw_warmup_epochs": 0, "optim.warmup_steps": 0, "optim.lr_backbone": 0.02, "optim.lr_new": 0.02,
-            "runtime.log_every": 1, "runtime.device": "cpu", "runtime.deterministic": True, "runtime.eval_every": 0}
+            "runtime.log_every": 1, "runtime.device": "cpu", "runtime.deterministic": True, "runtime.eval_every": 0,
+            "data.val_fraction": 0}
     sets.update(extra)
     args = []
     for k, v in sets.items():

@@ -114,10 +114,14 @@ def test_locmap_suite_pairs_the_layer2_map_with_the_pinned_paper_map(exp, tmp_pa
     for name, o in runs.items():
         assert last(o, "model.loc_layer") == ("layer4" if name.endswith("layer4") else "layer2")
         assert last(o, "model.tau") == ("0.3" if name.endswith("layer4") else "0.2")
-    # every other suite pins the paper's map, whatever the demo config's map is
+    # every other suite pins the paper's map, whatever the demo config's map is; all pin the data settings
     for suite in ("ablation", "zoom", "control", "grid", "recipe"):
         for o in exp.suite_runs(suite, 8, 112).values():
             assert last(o, "model.loc_layer") == "layer4" and last(o, "model.tau") == "0.3"
+            assert last(o, "data.source_size") == ("0" if suite == "zoom" else "224")
+            assert last(o, "data.val_fraction") == ("0.2" if suite == "recipe" else "0")
+    for o in runs.values():
+        assert last(o, "data.source_size") == "224" and last(o, "data.val_fraction") == "0"
     tag = "exp-v2-e8-112px"
     _run(tmp_path, f"{tag}-ablation-raw", 0.70)
     _run(tmp_path, f"{tag}-ablation-full", 0.80, loc=0.3)

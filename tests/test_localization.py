@@ -81,7 +81,7 @@ def test_cli_writes_a_citable_folder(loc_setup, capsys):
                         "--device", "cpu", "--out", str(out)])
     assert rc == 0
     printed = capsys.readouterr().out
-    assert "| FLRDF (suppressed map) |" in printed and "centre box" in printed
+    assert "| FLRDF (layer2, no suppression) |" in printed and "centre box" in printed  # the demo config's map
     for name in ("results.json", "table.csv", "table.md", "per_image.csv", "loc_bar.png", "tau_sweep.png",
                  "worst/00.png", "worst/02.png"):
         assert (out / name).is_file(), name

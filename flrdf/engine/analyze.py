@@ -248,15 +248,15 @@ def write_report(out: Path, rows: list[dict], branches: list[str], class_names: 
     return summary
 
 
-WSOL_LABELS = {"flrdf": "FLRDF (suppressed map)", "plain": "plain map (no suppression)"}
 WSOL_COLUMNS = ("method", "max_box_acc_v2", "max_box_acc_iou30", "max_box_acc_iou50", "max_box_acc_iou70",
                 "max_box_acc_v2_largest", "road_morf", "road_lerf", "cam_mult_conf_change")
 
 
-def wsol_label(key: str) -> str:
-    from flrdf.cams import METHODS
+def wsol_label(key: str, wsol: dict | None = None) -> str:
+    """The table name of a map in ``wsol`` (evaluate_wsol's result, which records the model's map_source)."""
+    from flrdf.engine.localization import method_label
 
-    return WSOL_LABELS.get(key) or (METHODS[key].label if key in METHODS else key)
+    return method_label(key, (wsol or {}).get("map_source"))
 
 
 def write_wsol_tables(out: Path, wsol: dict) -> None:
@@ -278,7 +278,7 @@ def wsol_markdown(wsol: dict) -> str:
              "| map | MaxBoxAccV2 | @IoU .3 | @IoU .5 | @IoU .7 | largest contour only (V2 mean) | ROAD MoRF (lower better) "
              "| ROAD LeRF (higher better) | map x image conf. change |", "|---|---|---|---|---|---|---|---|---|"]
     for r in wsol["rows"]:
-        lines.append(f"| {wsol_label(r['method'])} | {pct(r['max_box_acc_v2'])} | {pct(r.get('max_box_acc_iou30'))} | "
+        lines.append(f"| {wsol_label(r['method'], wsol)} | {pct(r['max_box_acc_v2'])} | {pct(r.get('max_box_acc_iou30'))} | "
                      f"{pct(r.get('max_box_acc_iou50'))} | {pct(r.get('max_box_acc_iou70'))} | "
                      f"{pct(r.get('max_box_acc_v2_largest'))} | {num(r.get('road_morf'))} | {num(r.get('road_lerf'))} | "
                      f"{num(r.get('cam_mult_conf_change'))} |")

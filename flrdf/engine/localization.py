@@ -48,11 +48,16 @@ WORST_K = 12
 CENTRE_FRACTION = 0.5
 
 
-def method_label(key: str, map_source: str = "layer4, after suppression") -> str:
-    """A box source's name in tables; ``map_source``: the model's FL map (FLRDF.map_source)."""
-    flrdf = "FLRDF (suppressed map)" if map_source == "layer4, after suppression" else f"FLRDF ({map_source})"
+DEFAULT_MAP_SOURCE = "layer4, after suppression"  # FLRDF.map_source of the paper's map
+
+
+def method_label(key: str, map_source: str | None = None) -> str:
+    """A map or box source's name in every table (loc-eval, analyze's MaxBoxAccV2, the dashboard);
+    ``map_source``: the model's FL map (FLRDF.map_source; None: the paper's)."""
+    source = map_source or DEFAULT_MAP_SOURCE
+    flrdf = "FLRDF (suppressed map)" if source == DEFAULT_MAP_SOURCE else f"FLRDF ({source})"
     fixed = {FLRDF_KEY: flrdf, PLAIN_KEY: "plain map (no suppression)", CENTRE_KEY: "centre box (baseline)"}
-    return fixed.get(key) or METHODS[key].label
+    return fixed.get(key) or (METHODS[key].label if key in METHODS else key)
 
 
 @dataclass
@@ -218,7 +223,7 @@ def evaluate_localization(model, loader, *, methods=DEFAULT_METHODS, tau: float 
         sweep = t.sweep_hits / max(n_box, 1)
         best = int(np.argmax(sweep[:, 1])) if n_box else 0
         rows.append({
-            "method": key, "label": method_label(key, getattr(model, "map_source", "layer4, after suppression")),
+            "method": key, "label": method_label(key, getattr(model, "map_source", None)),
             "loc_acc": _rate(t.hits, n_box), "mean_iou": _rate(t.iou_sum, n_box),
             "max_box_acc": round(float(sweep[best, 1]), 6) if n_box else None,
             "best_tau": taus[best] if n_box and key != CENTRE_KEY else None,

@@ -4,7 +4,7 @@ Each image is resized whole to the model's input size (no crop, aspect not
 kept - wsolevaluation's test transform) and its ground-truth box rescaled to the
 224 x 224 frame (``flrdf.wsol_metrics.resize_box``). For each map source
 
-    flrdf     FLRDF's suppressed map (channel mean of X', the model's loc_map)
+    flrdf     FLRDF's map (channel mean of X', or of model.loc_layer's stage: the model's loc_map)
     plain     the map before suppression (channel mean of X)
     <cam>     each CAM of flrdf.cams (raw branch, layer4, GT-known target class)
 
@@ -67,7 +67,7 @@ class FullFrameDataset(Dataset):
 
 
 def input_maps(model, images: torch.Tensor) -> dict[str, torch.Tensor]:
-    """FLRDF's suppressed map and the plain map at feature resolution, (B, h, w) in [0, 1]."""
+    """FLRDF's map and the plain map at feature resolution, (B, h, w) in [0, 1]."""
     with torch.no_grad(), model_lock(model):
         loc, plain = model.maps(images)
     return {FLRDF_KEY: loc.cpu(), PLAIN_KEY: plain.cpu()}
@@ -150,6 +150,7 @@ def evaluate_wsol(model, loader, *, methods=DEFAULT_METHODS, thresholds=None, fa
         rows.append(row)
     n_box = every[keys[0]].count
     return {"rows": rows, "n_box": n_box, "faith_n": faith_n, "frame": FRAME,
+            "map_source": getattr(model, "map_source", None),
             "thresholds": {"start": float(th[0]) if len(th) else None, "count": int(len(th)),
                            "step": float(th[1] - th[0]) if len(th) > 1 else None},
             "faith_target": "softmax probability of the ground-truth class, raw branch"}
