@@ -186,7 +186,7 @@ def test_validation_split_gives_best_checkpoint(demo_root, tmp_path):
 
 def test_val_split_without_a_carve_out_names_the_setting(demo_root, capsys):
     assert cli_main(["eval", "--checkpoint", str(ROOT / "assets" / "demo_model.safetensors"), "--split", "val",
-                     "--set", f"data.root={demo_root}"]) == 2
+                     "--set", f"data.root={demo_root}", "data.val_fraction=0"]) == 2
     err = capsys.readouterr().err
     assert "data.val_fraction" in err and "val" in err
 

@@ -84,7 +84,7 @@ def test_source_size_is_checked():
     with pytest.raises(ValueError, match="source_size"):
         build_transform(True, 128, 112, source_size=-1)
     assert load_config("cub").data.source_size == 0  # off in the paper configs
-    assert load_config("demo").data.source_size == 224  # the demo zooms from a 2x source
+    assert load_config("demo").data.source_size == 336  # the demo zooms from a 3x source
     assert load_config("demo", ["data.source_size=0"]).data.source_size == 0
     assert load_config("cub", ["data.source_size=null"]).data.source_size is None
     with pytest.raises(ConfigError, match=r"data.source_size must be 0/null \(off\) or >= data.image_size \(448\)"):
