@@ -2,7 +2,7 @@
 
 The demo config trains on the synthetic set in ``data/demo`` and starts from the
 stand-in backbone ``data/demo-backbone.pth``; neither is in the repository
-(``scripts/make_demo_model.sh`` builds both in half an hour). So that one click
+(``scripts/make_demo_model.sh`` builds both in about three minutes). So that one click
 works, the dashboard makes them when missing:
 
 - **demo data**: ``python -m flrdf make-demo-data`` with the demo recipe's
