@@ -11,6 +11,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
+from flrdf.engine.localization import FLRDF_KEY, method_label
 from flrdf.inspect import InspectResult
 
 BOX_COLOURS = {"FLRDF box": "#ff3b30", "ground truth": "#34c759"}
@@ -92,7 +93,7 @@ def cam_gallery(r: InspectResult) -> list[tuple[np.ndarray, str]]:
     def caption(name: str, iou: float | None) -> str:
         return name if iou is None else f"{name} - IoU {iou:.2f}"
 
-    items = [(draw_boxes(r.loc_overlay, r.box, r.gt_box), caption(f"FLRDF ({r.map_source})", r.iou))]
+    items = [(draw_boxes(r.loc_overlay, r.box, r.gt_box), caption(method_label(FLRDF_KEY, r.map_source), r.iou))]
     items += [(draw_boxes(c.overlay, c.box, r.gt_box), caption(c.label, c.iou)) for c in r.cams]
     return items
 

@@ -36,6 +36,7 @@ from flrdf.data.errors import ImageLoadError
 from flrdf.data.images import to_rgb
 from flrdf.engine.checkpoint import LoadedModel
 from flrdf.jigsaw import random_permutations
+from flrdf.model import PAPER_MAP_SOURCE
 from flrdf.suppression import capture_gates, gate_stats
 
 BRANCHES = ("raw", "object", "jigsaw", "combined")
@@ -88,7 +89,7 @@ class InspectResult:
     gate: dict | None = None       # layer4 suppression gate of this image (flrdf.suppression.gate_stats); None: no suppression
     crop_source_px: int = 0        # 0: object crop cut from the input; else from the image's view at this size
     crop_detail: float | None = None  # share of that view's pixels that are the image's own (<= 1)
-    map_source: str = "layer4, after suppression"  # what loc_map is (FLRDF.map_source)
+    map_source: str = PAPER_MAP_SOURCE  # what loc_map is (FLRDF.map_source)
 
     def preview_scale(self) -> float:
         """Factor from original-image pixels to preview pixels."""

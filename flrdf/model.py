@@ -34,6 +34,9 @@ def scale_grad(x: torch.Tensor, k: float) -> torch.Tensor:
     return x * k + (x * (1.0 - k)).detach()
 
 
+PAPER_MAP_SOURCE = "layer4, after suppression"  # FLRDF.map_source of the paper's FL map
+
+
 BRANCHES = {
     "raw": ("raw",),
     "raw+fl": ("raw", "object"),
@@ -99,7 +102,7 @@ class FLRDF(nn.Module):
         f = self.features(images)
         return f.x, f.xs
 
-    def features(self, images: torch.Tensor) -> "Features":
+    def features(self, images: torch.Tensor) -> Features:
         """layer4 before/after suppression, and the features the FL map is the channel mean of
         (``loc``; ``plain``: the same stage before suppression)."""
         layer = self.cfg.loc_layer
@@ -121,9 +124,9 @@ class FLRDF(nn.Module):
     def map_source(self) -> str:
         """What the FL map is, in words (the dashboard's captions)."""
         layer = self.cfg.loc_layer
-        if layer == "layer4" or (layer == "layer3" and self.suppression3 is not None):
-            return f"{layer}, after suppression"
-        return f"{layer}, no suppression"
+        if layer == "layer4":
+            return PAPER_MAP_SOURCE
+        return f"{layer}, {'after' if layer == 'layer3' and self.suppression3 is not None else 'no'} suppression"
 
     @property
     def loc_stride(self) -> int:

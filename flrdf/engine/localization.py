@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from flrdf.boxes import box_iou, boxes_from_maps, centre_boxes
 from flrdf.cams import DEFAULT_METHODS, METHODS, box_grid, check_methods, compute_cams, to_grid
 from flrdf.data import to_uint8
+from flrdf.model import PAPER_MAP_SOURCE
 from flrdf.suppression import GateTally, capture_gates, tally_gates
 
 FLRDF_KEY, PLAIN_KEY, CENTRE_KEY = "flrdf", "plain", "centre"
@@ -48,14 +49,11 @@ WORST_K = 12
 CENTRE_FRACTION = 0.5
 
 
-DEFAULT_MAP_SOURCE = "layer4, after suppression"  # FLRDF.map_source of the paper's map
-
-
 def method_label(key: str, map_source: str | None = None) -> str:
     """A map or box source's name in every table (loc-eval, analyze's MaxBoxAccV2, the dashboard);
     ``map_source``: the model's FL map (FLRDF.map_source; None: the paper's)."""
-    source = map_source or DEFAULT_MAP_SOURCE
-    flrdf = "FLRDF (suppressed map)" if source == DEFAULT_MAP_SOURCE else f"FLRDF ({source})"
+    source = map_source or PAPER_MAP_SOURCE
+    flrdf = "FLRDF (suppressed map)" if source == PAPER_MAP_SOURCE else f"FLRDF ({source})"
     fixed = {FLRDF_KEY: flrdf, PLAIN_KEY: "plain map (no suppression)", CENTRE_KEY: "centre box (baseline)"}
     return fixed.get(key) or (METHODS[key].label if key in METHODS else key)
 
