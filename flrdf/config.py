@@ -32,6 +32,11 @@ class ModelConfig:
     map_upsample: int = 4            # map upsampling before thresholding
     loc_layer: str = "layer4"        # the FL map: channel mean of layer4 after suppression (the paper) |
                                      # layer3 | layer2 (stride 8: finer, traces whole objects; README "Which map the box comes from")
+    loc_map: str = "mean"            # how that stage becomes a map: mean (channel mean, the paper) | ddt (the descriptors'
+                                     # first principal component, running statistics: flrdf/ddt.py)
+    ddt_momentum: float = 0.05       # EMA momentum of the DDT statistics (per training batch)
+    frozen_stages: int = 0           # backbone stages kept at their starting weights, BN statistics included:
+                                     # 0 none | 1 stem + layer1 | 2 + layer2 | 3 + layer3 (mmdetection's frozen_stages)
     jigsaw_n: int = 4                # n x n patch grid
     combine: str = "raw+object"      # test-time prediction: '+'-joined branch names
 
@@ -246,6 +251,12 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"model.suppression must be learnable | fixed | none, got {m.suppression!r}")
     if m.loc_layer not in ("layer4", "layer3", "layer2"):
         raise ConfigError(f"model.loc_layer must be layer4 | layer3 | layer2, got {m.loc_layer!r}")
+    if m.frozen_stages not in (0, 1, 2, 3):
+        raise ConfigError(f"model.frozen_stages must be 0 | 1 | 2 | 3, got {m.frozen_stages!r}")
+    if m.loc_map not in ("mean", "ddt"):
+        raise ConfigError(f"model.loc_map must be mean | ddt, got {m.loc_map!r}")
+    if not 0.0 < m.ddt_momentum <= 1.0:
+        raise ConfigError(f"model.ddt_momentum must lie in (0, 1], got {m.ddt_momentum}")
     if m.layer4_stride not in (1, 2):
         raise ConfigError(f"model.layer4_stride must be 1 or 2, got {m.layer4_stride}")
     if not 0.0 <= m.tau <= 1.0:

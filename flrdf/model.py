@@ -2,7 +2,8 @@
 
 raw branch      image -> backbone -> suppression (DRS) -> GAP -> head_raw
 FL module       localization map = channel mean of the suppressed features
-                (model.loc_layer: or of layer3 / layer2, finer grids),
+                (model.loc_layer: or of layer3 / layer2, finer grids; model.loc_map=ddt:
+                the descriptors' first principal component instead, flrdf.ddt),
                 box = largest region of map >= tau, crop + resize (no gradient);
                 with a ``source`` (the same view at a higher resolution, data.source_size)
                 the crop is cut from the source instead (flrdf.zoom)
@@ -25,6 +26,7 @@ from torch import nn
 from flrdf.backbone import ResNetBackbone
 from flrdf.boxes import BoxGrid, box_grid, boxes_from_maps, crop_resize, normalize_maps
 from flrdf.config import ModelConfig
+from flrdf.ddt import DescriptorPCA
 from flrdf.jigsaw import check_grid, shuffle_patches
 from flrdf.suppression import Suppression
 from flrdf.zoom import check_source, crop_from_source
@@ -81,6 +83,8 @@ class FLRDF(nn.Module):
         self.branches = BRANCHES[cfg.branches]
         self.backbone = ResNetBackbone(cfg.backbone, pretrained=cfg.pretrained, weights=cfg.weights,
                                        layer4_stride=cfg.layer4_stride)
+        for module in self.frozen_modules():
+            module.requires_grad_(False)
         c = self.backbone.out_channels
         self.suppression = Suppression(c, cfg.suppression, cfg.delta, cfg.gate_init)
         self.suppression3 = (
@@ -88,12 +92,27 @@ class FLRDF(nn.Module):
             if cfg.suppress_layer3 and cfg.suppression != "none" else None
         )
         self.heads = nn.ModuleDict({name: nn.Linear(c, num_classes) for name in self.branches})
+        # model.loc_map=ddt: running descriptor statistics of the loc stage (buffers: saved with the weights)
+        stage_channels = c // {"layer2": 4, "layer3": 2, "layer4": 1}[cfg.loc_layer]
+        self.ddt = DescriptorPCA(stage_channels, cfg.ddt_momentum) if cfg.loc_map == "ddt" else None
         self.aux_backbone_scale = 1.0  # loss.aux_backbone_scale, set by the trainer (training only)
 
-    # ---- parameter groups: pretrained backbone vs new layers (different learning rates)
+    def frozen_modules(self) -> list[nn.Module]:
+        """The backbone stages ``model.frozen_stages`` keeps at their starting weights."""
+        bb = self.backbone
+        return [bb.stem, bb.layer1, bb.layer2, bb.layer3][:self.cfg.frozen_stages + 1 if self.cfg.frozen_stages else 0]
+
+    def train(self, mode: bool = True):
+        """As nn.Module.train, but frozen stages stay in eval mode (their BN statistics do not move)."""
+        super().train(mode)
+        for module in self.frozen_modules():
+            module.eval()
+        return self
+
+    # ---- parameter groups: pretrained backbone vs new layers (different learning rates); frozen stages in neither
     def param_groups(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
-        backbone = list(self.backbone.parameters())
-        ids = {id(p) for p in backbone}
+        backbone = [p for p in self.backbone.parameters() if p.requires_grad]
+        ids = {id(p) for p in self.backbone.parameters()}
         return backbone, [p for p in self.parameters() if id(p) not in ids]
 
     # ---- the pieces, usable alone (the dashboard and the CAM baselines call them)
@@ -118,15 +137,17 @@ class FLRDF(nn.Module):
     def maps(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(FL map, plain map) at their grid's resolution, each (B, h, w) in [0, 1]."""
         f = self.features(images)
-        return self.channel_map(f.loc), self.channel_map(f.plain)
+        return self.fl_map(f.loc), self.channel_map(f.plain)
 
     @property
     def map_source(self) -> str:
         """What the FL map is, in words (the dashboard's captions)."""
         layer = self.cfg.loc_layer
         if layer == "layer4":
-            return PAPER_MAP_SOURCE
-        return f"{layer}, {'after' if layer == 'layer3' and self.suppression3 is not None else 'no'} suppression"
+            source = PAPER_MAP_SOURCE
+        else:
+            source = f"{layer}, {'after' if layer == 'layer3' and self.suppression3 is not None else 'no'} suppression"
+        return source if self.ddt is None else f"{source}, DDT"
 
     @property
     def loc_stride(self) -> int:
@@ -142,6 +163,11 @@ class FLRDF(nn.Module):
         """Channel mean of a feature map, min-max normalised per image: (B, h, w) in [0, 1]."""
         return normalize_maps(features.detach().float().mean(dim=1))
 
+    def fl_map(self, loc_features: torch.Tensor) -> torch.Tensor:
+        """The FL map (B, h, w) in [0, 1] of the features of ``model.loc_layer``: their channel mean
+        (``model.loc_map=mean``) or their DDT projection (``ddt``)."""
+        return self.channel_map(loc_features) if self.ddt is None else self.ddt(loc_features)
+
     def box_grid(self, image_hw: tuple[int, int]) -> BoxGrid:
         """The grid every map of this model is thresholded on (its own and the CAMs'):
         cells of ``model.loc_layer`` (layer4: the backbone's stride) x ``map_upsample``,
@@ -151,7 +177,7 @@ class FLRDF(nn.Module):
     def localize(self, loc_features: torch.Tensor, image_hw: tuple[int, int], tau: float | None = None):
         """Localization map (B, h, w) in [0, 1] and boxes (B, 4) in input pixels, from the features
         of ``model.loc_layer`` (:meth:`features`' ``loc``)."""
-        loc_map = self.channel_map(loc_features)
+        loc_map = self.fl_map(loc_features)
         tau = self.cfg.tau if tau is None else tau
         boxes = boxes_from_maps(loc_map, tau, image_hw, upsample=self.cfg.map_upsample, normalize=False,
                                 grid=self.box_grid(image_hw))
@@ -190,6 +216,8 @@ class FLRDF(nn.Module):
         if source is not None:
             check_source(images, source)
         f = self.features(images)
+        if self.ddt is not None and self.training:
+            self.ddt.update(f.loc)
         xs = f.xs
         logits = {"raw": self.heads["raw"](self.pool(xs))}
         plain_map = self.channel_map(f.plain)
@@ -202,7 +230,7 @@ class FLRDF(nn.Module):
         if need_boxes:
             loc_map, boxes = self.localize(f.loc, (h, w), tau)
         else:
-            loc_map = self.channel_map(f.loc)
+            loc_map = self.fl_map(f.loc)
 
         # Separate passes (not one concatenated batch): on CPU a doubled batch costs more than twice the time.
         if use_object:

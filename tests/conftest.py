@@ -227,3 +227,16 @@ def studio(tmp_path_factory, tiny_model_file, examples_dir, demo_root):
             jobs.stop_run(run)
         except jobs.JobError:
             pass
+
+
+@pytest.fixture(scope="module")
+def real_batch(examples_dir):
+    """Two synthetic example images (with their birds) through the 64 px test transform."""
+    import torch
+    from PIL import Image
+
+    from flrdf.data import build_transform
+
+    entries = json.loads((examples_dir / "examples.json").read_text())[:2]
+    t = build_transform(False, 72, 64)
+    return torch.stack([t(Image.open(examples_dir / e["file"]).convert("RGB"))[0] for e in entries])

@@ -151,3 +151,29 @@ def test_a_layer2_map_model_is_inspected_on_its_own_grid(tiny_loaded, example):
     assert out.loc_map.shape == (1, 8, 8)
     assert "FLRDF (layer2, no suppression)" in cam_gallery(r)[0][1]
     assert "map: layer2, no suppression" in status_text(r, "tiny")
+
+
+def test_a_ddt_map_model_is_inspected_with_its_own_statistics(tiny_loaded, example):
+    """model.loc_map=ddt: Inspect's map and box are the model's DDT map (statistics from training
+    batches) and the captions say DDT."""
+    import copy
+
+    from dashboard.inspect_view import cam_gallery, status_text
+    from flrdf.ddt import DescriptorPCA
+
+    loaded = copy.deepcopy(tiny_loaded)
+    m = loaded.model
+    m.cfg.loc_layer, m.cfg.loc_map, m.cfg.tau = "layer2", "ddt", 0.1
+    loaded.config.model.loc_layer, loaded.config.model.loc_map = "layer2", "ddt"
+    m.ddt = DescriptorPCA(m.backbone.out_channels // 4)
+    path, box = example
+    t = build_transform(False, 72, 64)
+    x, _ = t(Image.open(path).convert("RGB"))
+    with torch.no_grad():
+        m.ddt.update(m.features(torch.stack([x, x.flip(-1)])).loc)
+        out = m(x[None])
+    r = inspect_image(loaded, path, cam_methods=["gradcam"], gt_box=box)
+    assert r.map_source == "layer2, no suppression, DDT"
+    assert torch.allclose(torch.tensor(r.box), out.boxes[0], atol=1e-4)
+    assert "FLRDF (layer2, no suppression, DDT)" in cam_gallery(r)[0][1]
+    assert "map: layer2, no suppression, DDT" in status_text(r, "tiny")

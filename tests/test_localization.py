@@ -32,7 +32,10 @@ def loc_setup(tmp_path_factory):
     cfg = load_config("demo", ["model.weights=null", f"data.root={root}", "data.image_size=64", "data.resize=72",
                                "data.num_workers=0"])
     torch.manual_seed(0)
-    save_model_file(base / "tiny.safetensors", FLRDF(cfg.model, 4), cfg, [f"c{i}" for i in range(4)], half=False)
+    model = FLRDF(cfg.model, 4)
+    with torch.no_grad():  # the demo's DDT map learns its statistics from training batches: give it one
+        model.train()(torch.randn(4, 3, 64, 64))
+    save_model_file(base / "tiny.safetensors", model.eval(), cfg, [f"c{i}" for i in range(4)], half=False)
     loaded = load_model(base / "tiny.safetensors", "cpu")
     return base, root, loaded
 
@@ -81,7 +84,7 @@ def test_cli_writes_a_citable_folder(loc_setup, capsys):
                         "--device", "cpu", "--out", str(out)])
     assert rc == 0
     printed = capsys.readouterr().out
-    assert "| FLRDF (layer2, no suppression) |" in printed and "centre box" in printed  # the demo config's map
+    assert "| FLRDF (layer2, no suppression, DDT) |" in printed and "centre box" in printed  # the demo config's map
     for name in ("results.json", "table.csv", "table.md", "per_image.csv", "loc_bar.png", "tau_sweep.png",
                  "worst/00.png", "worst/02.png"):
         assert (out / name).is_file(), name

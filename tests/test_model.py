@@ -1,13 +1,10 @@
-import json
 import re
 
 import pytest
 import torch
-from PIL import Image
 
 from flrdf.boxes import boxes_from_maps, crop_resize, normalize_maps
 from flrdf.config import LossConfig, ModelConfig
-from flrdf.data import build_transform
 from flrdf.jigsaw import shuffle_patches
 from flrdf.losses import flrdf_loss
 from flrdf.model import FLRDF
@@ -71,14 +68,6 @@ def _by_hand_gate(x: torch.Tensor, mode: str, suppression) -> torch.Tensor | flo
 def _by_hand_suppress(x: torch.Tensor, gate) -> torch.Tensor:
     """X' = min(X, X_max * G), X_max each channel's spatial maximum (FLRDF eq. 1)."""
     return torch.minimum(x, x.amax(dim=(2, 3), keepdim=True) * gate)
-
-
-@pytest.fixture(scope="module")
-def real_batch(examples_dir):
-    """Two synthetic example images (with their birds) through the 64 px test transform."""
-    entries = json.loads((examples_dir / "examples.json").read_text())[:2]
-    t = build_transform(False, 72, 64)
-    return torch.stack([t(Image.open(examples_dir / e["file"]).convert("RGB"))[0] for e in entries])
 
 
 @pytest.mark.parametrize("mode", ["learnable", "fixed"])
@@ -298,3 +287,29 @@ def test_unknown_loc_layer_is_a_config_error():
 
     with pytest.raises(ConfigError, match=re.escape("model.loc_layer must be layer4 | layer3 | layer2, got 'layer1'")):
         load_config("demo", ["model.loc_layer=layer1"])
+
+
+def test_frozen_stages_keep_their_weights_and_bn_statistics(real_batch):
+    """model.frozen_stages=2: stem, layer1 and layer2 are in no optimizer group, stay in eval mode
+    through model.train(), and neither an SGD step nor a training forward moves them; layer3 does move."""
+    from flrdf.config import OptimConfig
+    from flrdf.engine.optim import build_optimizer
+
+    torch.manual_seed(0)
+    model = FLRDF(small(frozen_stages=2), K).train()
+    bb = model.backbone
+    frozen = {k: v.clone() for k, v in bb.state_dict().items() if k.startswith(("stem.", "layer1.", "layer2."))}
+    layer3 = {k: v.clone() for k, v in bb.layer3.state_dict().items()}
+    assert not bb.layer2.training and not bb.stem[1].training and bb.layer3.training
+    opt = build_optimizer(model, OptimConfig())
+    in_groups = {id(p) for g in opt.param_groups for p in g["params"]}
+    assert not any(id(p) in in_groups for m in (bb.stem, bb.layer1, bb.layer2) for p in m.parameters())
+    assert all(id(p) in in_groups for p in bb.layer3.parameters())
+    out = model(real_batch)
+    flrdf_loss(out, torch.tensor([0, 1]), LossConfig())["loss_total"].backward()
+    opt.step()
+    assert all(torch.equal(bb.state_dict()[k], v) for k, v in frozen.items())
+    assert any(not torch.equal(bb.layer3.state_dict()[k], v) for k, v in layer3.items())
+    with pytest.raises(Exception, match="frozen_stages"):
+        from flrdf.config import load_config
+        load_config("demo", ["model.frozen_stages=4"])

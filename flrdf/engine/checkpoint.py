@@ -134,7 +134,8 @@ def save_model_file(path: Path, model, cfg: Config, class_names: list[str], half
     tensors = {}
     for k, v in unwrap(model).state_dict().items():
         v = v.detach().cpu().contiguous()
-        tensors[k] = v.half() if half and v.is_floating_point() else v
+        # fp16 for the weights; float64 buffers (DDT's running statistics) keep their precision
+        tensors[k] = v.half() if half and v.dtype == torch.float32 else v
     meta = {"format": FORMAT, "config": json.dumps(cfg.to_dict()), "class_names": json.dumps(list(class_names)),
             "metrics": json.dumps(metrics or {})}
     data = save(tensors, metadata=meta)
@@ -152,7 +153,7 @@ def _read_model_file(path: Path) -> dict[str, Any]:
         raise CheckpointError(f"{path} is not a readable safetensors file: {exc}") from None
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"{path} is a safetensors file but not an FLRDF model (no '{FORMAT}' metadata)")
-    return {"model": {k: v.float() if v.is_floating_point() else v for k, v in tensors.items()},
+    return {"model": {k: v.float() if v.dtype == torch.float16 else v for k, v in tensors.items()},
             "config": json.loads(meta["config"]), "class_names": json.loads(meta["class_names"]),
             "extra": {"metrics": json.loads(meta.get("metrics", "{}"))}, "epoch": None, "step": None}
 
