@@ -152,7 +152,7 @@ def build_inspect_tab(ctx: DashboardContext) -> dict[str, gr.components.Componen
             with gr.Row():
                 pic = dict(type="numpy", format="jpeg", height=240)  # JPEG: a tenth of PNG's bytes and time
                 loc = gr.Image(label="FLRDF localization map (its layer: status line)", elem_id="inspect-loc", **pic)
-                plain = gr.Image(label="Same layer before suppression", elem_id="inspect-plain", **pic)
+                plain = gr.Image(label="Plain map: channel mean, no suppression", elem_id="inspect-plain", **pic)
                 crop = gr.Image(label="Cropped, enlarged foreground", elem_id="inspect-crop", **pic)
                 jigsaw = gr.Image(label="Shuffled patches (jigsaw branch)", elem_id="inspect-jigsaw", **pic)
             top5 = gr.Dataframe(label="Top-5 per branch", elem_id="inspect-top5", interactive=False, wrap=True)

@@ -114,10 +114,12 @@ def test_locmap_suite_pairs_the_layer2_map_with_the_pinned_paper_map(exp, tmp_pa
     for name, o in runs.items():
         assert last(o, "model.loc_layer") == ("layer4" if name.endswith("layer4") else "layer2")
         assert last(o, "model.tau") == ("0.3" if name.endswith("layer4") else "0.2")
+        assert last(o, "model.loc_map") == "mean"  # the channel mean they ran with, not the demo's DDT
     # every other suite pins the paper's map, whatever the demo config's map is; all pin the data settings
     for suite in ("ablation", "zoom", "control", "grid", "recipe"):
         for o in exp.suite_runs(suite, 8, 112).values():
             assert last(o, "model.loc_layer") == "layer4" and last(o, "model.tau") == "0.3"
+            assert last(o, "model.loc_map") == "mean"
             assert last(o, "data.source_size") == ("0" if suite == "zoom" else "224")
             assert last(o, "data.val_fraction") == ("0.2" if suite == "recipe" else "0")
     for o in runs.values():
