@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Rebuild the bundled demo model (assets/demo_model.safetensors) and examples from scratch, on the
-# synthetic set v2 (docs/SYNTHETIC.md). 16 minutes on an idle 2-core CPU, from a fresh clone (docs/PERFORMANCE.md).
+# synthetic set v2 (docs/SYNTHETIC.md). 26 minutes on an idle 2-core CPU, from a fresh clone (docs/PERFORMANCE.md).
 #
 #   scripts/make_demo_model.sh [--until data|backbone|model] [TRAIN ARGS...]
 #
