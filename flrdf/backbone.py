@@ -97,8 +97,10 @@ class ResNetBackbone(nn.Module):
     """
 
     def __init__(self, name: str = "resnet50", pretrained: bool = False, weights: str | None = None,
-                 layer4_stride: int = 2):
+                 layer4_stride: int = 2, frozen_stages: int = 0):
         super().__init__()
+        if frozen_stages not in (0, 1, 2, 3):
+            raise ValueError(f"frozen_stages must be 0, 1, 2 or 3, got {frozen_stages}")
         if layer4_stride not in (1, 2):
             raise ValueError(f"layer4_stride must be 1 or 2, got {layer4_stride}")
         if name not in BACKBONES:
@@ -116,6 +118,17 @@ class ResNetBackbone(nn.Module):
         self.stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
         self.layer1, self.layer2, self.layer3, self.layer4 = net.layer1, net.layer2, net.layer3, net.layer4
         self.layer3_channels = self.out_channels // 2
+        # frozen_stages n > 0: stem and layer1..n keep their starting weights and BN statistics
+        self.frozen = [self.stem, self.layer1, self.layer2, self.layer3][:frozen_stages + 1] if frozen_stages else []
+        for module in self.frozen:
+            module.requires_grad_(False)
+
+    def train(self, mode: bool = True):
+        """As nn.Module.train, but frozen stages stay in eval mode (their BN statistics do not move)."""
+        super().train(mode)
+        for module in self.frozen:
+            module.eval()
+        return self
 
     @staticmethod
     def _build(builder, imagenet, pretrained: bool, weights: str | None):
@@ -151,6 +164,10 @@ class ResNetBackbone(nn.Module):
     def stage_stride(self, stage: str) -> int:
         """Input pixels per cell of ``stage``'s output: layer2 8, layer3 16, layer4 ``self.stride``."""
         return self.stride if stage == "layer4" else self.STAGE_STRIDES[stage]
+
+    def stage_channels(self, stage: str) -> int:
+        """Channels of ``stage``'s output (each ResNet stage doubles them): layer2 C/4, layer3 C/2, layer4 C."""
+        return self.out_channels // {"layer2": 4, "layer3": 2, "layer4": 1}[stage]
 
     def forward(self, x: torch.Tensor, after_layer3: Callable[[torch.Tensor], torch.Tensor] | None = None,
                 taps: tuple[str, ...] | None = None):

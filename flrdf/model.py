@@ -82,9 +82,7 @@ class FLRDF(nn.Module):
         self.num_classes = num_classes
         self.branches = BRANCHES[cfg.branches]
         self.backbone = ResNetBackbone(cfg.backbone, pretrained=cfg.pretrained, weights=cfg.weights,
-                                       layer4_stride=cfg.layer4_stride)
-        for module in self.frozen_modules():
-            module.requires_grad_(False)
+                                       layer4_stride=cfg.layer4_stride, frozen_stages=cfg.frozen_stages)
         c = self.backbone.out_channels
         self.suppression = Suppression(c, cfg.suppression, cfg.delta, cfg.gate_init)
         self.suppression3 = (
@@ -93,21 +91,9 @@ class FLRDF(nn.Module):
         )
         self.heads = nn.ModuleDict({name: nn.Linear(c, num_classes) for name in self.branches})
         # model.loc_map=ddt: running descriptor statistics of the loc stage (buffers: saved with the weights)
-        stage_channels = c // {"layer2": 4, "layer3": 2, "layer4": 1}[cfg.loc_layer]
-        self.ddt = DescriptorPCA(stage_channels, cfg.ddt_momentum) if cfg.loc_map == "ddt" else None
+        self.ddt = (DescriptorPCA(self.backbone.stage_channels(cfg.loc_layer), cfg.ddt_momentum)
+                    if cfg.loc_map == "ddt" else None)
         self.aux_backbone_scale = 1.0  # loss.aux_backbone_scale, set by the trainer (training only)
-
-    def frozen_modules(self) -> list[nn.Module]:
-        """The backbone stages ``model.frozen_stages`` keeps at their starting weights."""
-        bb = self.backbone
-        return [bb.stem, bb.layer1, bb.layer2, bb.layer3][:self.cfg.frozen_stages + 1 if self.cfg.frozen_stages else 0]
-
-    def train(self, mode: bool = True):
-        """As nn.Module.train, but frozen stages stay in eval mode (their BN statistics do not move)."""
-        super().train(mode)
-        for module in self.frozen_modules():
-            module.eval()
-        return self
 
     # ---- parameter groups: pretrained backbone vs new layers (different learning rates); frozen stages in neither
     def param_groups(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
