@@ -117,7 +117,6 @@ class ResNetBackbone(nn.Module):
         self.stride = 16 if layer4_stride == 1 else 32  # input pixels per layer4 cell
         self.stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
         self.layer1, self.layer2, self.layer3, self.layer4 = net.layer1, net.layer2, net.layer3, net.layer4
-        self.layer3_channels = self.out_channels // 2
         # frozen_stages n > 0: stem and layer1..n keep their starting weights and BN statistics
         self.frozen = [self.stem, self.layer1, self.layer2, self.layer3][:frozen_stages + 1] if frozen_stages else []
         for module in self.frozen:

@@ -86,7 +86,7 @@ class FLRDF(nn.Module):
         c = self.backbone.out_channels
         self.suppression = Suppression(c, cfg.suppression, cfg.delta, cfg.gate_init)
         self.suppression3 = (
-            Suppression(self.backbone.layer3_channels, cfg.suppression, cfg.delta, cfg.gate_init)
+            Suppression(self.backbone.stage_channels("layer3"), cfg.suppression, cfg.delta, cfg.gate_init)
             if cfg.suppress_layer3 and cfg.suppression != "none" else None
         )
         self.heads = nn.ModuleDict({name: nn.Linear(c, num_classes) for name in self.branches})
