@@ -11,12 +11,13 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from flrdf.engine.localization import FLRDF_KEY, method_label
+from flrdf.engine.localization import FLRDF_KEY, REFINE_LABELS, method_label
 from flrdf.inspect import InspectResult
 
 BOX_COLOURS = {"FLRDF box": "#ff3b30", "ground truth": "#34c759"}
 PRED_RGB = (255, 59, 48)
 GT_RGB = (52, 199, 89)
+MAP_BOX_RGB = (255, 255, 255)
 MIN_DISPLAY = 256  # tiny originals are shown enlarged (nearest neighbour)
 DISPLAY_SIDE = 480  # the preview is shown 320 px high: no need to send the 768 px rendering
 
@@ -59,11 +60,15 @@ def enlarge(image: np.ndarray | None, min_side: int = MIN_DISPLAY) -> np.ndarray
     return cv2.resize(image, (image.shape[1] * up, image.shape[0] * up), interpolation=cv2.INTER_NEAREST)
 
 
-def draw_boxes(image: np.ndarray, box, gt_box=None) -> np.ndarray:
-    """Box outlines (input pixels) drawn on a copy of an (S, S, 3) image."""
+def draw_boxes(image: np.ndarray, box, gt_box=None, map_box=None) -> np.ndarray:
+    """Box outlines (input pixels) drawn on a copy of an (S, S, 3) image; ``map_box``: the map's own box
+    before refinement (thin, white), when the model refines its boxes."""
     out = np.ascontiguousarray(image.copy())
     h, w = out.shape[:2]
     thick = max(1, round(w / 128))
+    if map_box is not None:
+        x1, y1, x2, y2 = _scaled(map_box, 1.0, w, h)
+        cv2.rectangle(out, (x1, y1), (x2 - 1, y2 - 1), MAP_BOX_RGB, max(1, thick // 2))
     if gt_box is not None:
         x1, y1, x2, y2 = _scaled(gt_box, 1.0, w, h)
         cv2.rectangle(out, (x1, y1), (x2 - 1, y2 - 1), GT_RGB, thick)
@@ -93,14 +98,19 @@ def cam_gallery(r: InspectResult) -> list[tuple[np.ndarray, str]]:
     def caption(name: str, iou: float | None) -> str:
         return name if iou is None else f"{name} - IoU {iou:.2f}"
 
-    items = [(draw_boxes(r.loc_overlay, r.box, r.gt_box), caption(method_label(FLRDF_KEY, r.map_source), r.iou))]
+    items = [(draw_boxes(r.loc_overlay, r.box, r.gt_box, r.map_box),
+              caption(method_label(FLRDF_KEY, r.map_source, r.box_refine), r.iou))]
     items += [(draw_boxes(c.overlay, c.box, r.gt_box), caption(c.label, c.iou)) for c in r.cams]
     return items
 
 
 def cam_table(r: InspectResult) -> pd.DataFrame:
-    rows = [{"method": "FLRDF", "box (input px)": _fmt(r.box), "box (original px)": _fmt(r.box_original),
+    rows = [{"method": "FLRDF" if r.map_box is None else f"FLRDF ({REFINE_LABELS.get(r.box_refine, r.box_refine)})",
+             "box (input px)": _fmt(r.box), "box (original px)": _fmt(r.box_original),
              "IoU vs GT": _num(r.iou), "ms": None}]
+    if r.map_box is not None:
+        rows.append({"method": "FLRDF map box (object crop)", "box (input px)": _fmt(r.map_box),
+                     "box (original px)": None, "IoU vs GT": _num(r.map_iou), "ms": None})
     rows += [{"method": c.label, "box (input px)": _fmt(c.box), "box (original px)": _fmt(c.box_original),
               "IoU vs GT": _num(c.iou), "ms": round(c.ms, 1)} for c in r.cams]
     return pd.DataFrame(rows)
@@ -115,8 +125,12 @@ def status_text(r: InspectResult, model_name: str) -> str:
     parts = [f"**Prediction:** {names[r.predicted]} ({dict(r.top5['combined']).get(names[r.predicted], 0) * 100:.1f}%)",
              f"CAM target: {names[r.target]}{' (predicted)' if r.target == r.predicted else ''}",
              f"tau {r.tau:g}, n {r.jigsaw_n}, seed {r.seed}", f"map: {r.map_source}"]
+    if r.map_box is not None:
+        parts.append(f"box: the map's box (white) refined by {REFINE_LABELS.get(r.box_refine, r.box_refine)}; "
+                     "the object crop comes from the map's box")
     if r.iou is not None:
-        parts.append(f"FLRDF box IoU with ground truth: **{r.iou:.2f}**")
+        parts.append(f"FLRDF box IoU with ground truth: **{r.iou:.2f}**"
+                     + (f" (map box {r.map_iou:.2f})" if r.map_iou is not None else ""))
     parts.append(crop_note(r))
     parts.append(f"{r.timings_ms.get('total', 0):.0f} ms server-side")
     text = " · ".join(parts) + f"  \nmodel: `{model_name}`"

@@ -76,6 +76,32 @@ def box_grid(stride: int, image_hw: tuple[int, int], upsample: int = 1) -> BoxGr
     return BoxGrid(shape, s / up, rf_centre(stride) - s / 2 + s / (2 * up), (int(image_hw[0]), int(image_hw[1])))
 
 
+def map_to_image(maps: torch.Tensor, grid: BoxGrid, out_hw: tuple[int, int] | None = None) -> torch.Tensor:
+    """Sample (B, h, w) maps on a :class:`BoxGrid` at every pixel of the grid's image resampled to
+    ``out_hw`` (default: the image itself): (B, H', W'), bilinear between cell centres, constant
+    beyond the outermost centres. Unlike a plain resize, a cell's value lands on its
+    receptive-field centre, where :func:`mask_to_boxes` puts it."""
+    if maps.dim() != 3:
+        raise ValueError(f"maps must be (B, h, w), got shape {tuple(maps.shape)}")
+    if tuple(grid.shape) != tuple(maps.shape[1:]):
+        raise ValueError(f"map of {tuple(maps.shape[1:])} cells does not match its box grid {grid.shape}")
+    img_h, img_w = grid.image_hw
+    out_h, out_w = out_hw or (img_h, img_w)
+
+    def axis(n_out: int, n_img: int, n_cells: int) -> torch.Tensor:
+        # output pixel p's centre, in image pixels, then in cells; normalised for align_corners=True
+        x = (torch.arange(n_out, dtype=torch.float32, device=maps.device) + 0.5) * (n_img / n_out)
+        u = (x - grid.origin) / grid.pitch
+        return u * (2.0 / (n_cells - 1)) - 1.0 if n_cells > 1 else torch.zeros_like(u)
+
+    gy = axis(out_h, img_h, maps.shape[1])
+    gx = axis(out_w, img_w, maps.shape[2])
+    coords = torch.stack(torch.meshgrid(gx, gy, indexing="xy"), dim=-1)  # (H', W', 2) as (x, y)
+    coords = coords.unsqueeze(0).expand(maps.shape[0], -1, -1, -1)
+    out = F.grid_sample(maps.float().unsqueeze(1), coords, mode="bilinear", padding_mode="border", align_corners=True)
+    return out.squeeze(1)
+
+
 def normalize_maps(maps: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
     """Min-max normalise each (h, w) map of a (B, h, w) batch to [0, 1]; a constant map becomes zeros."""
     flat = maps.flatten(1).float()

@@ -37,6 +37,12 @@ class ModelConfig:
     ddt_momentum: float = 0.05       # EMA momentum of the DDT statistics (per training batch)
     frozen_stages: int = 0           # backbone stages kept at their starting weights, BN statistics included:
                                      # 0 none | 1 stem + layer1 | 2 + layer2 | 3 + layer3 (mmdetection's frozen_stages)
+    box_refine: str = "none"         # none | grabcut: in evaluation and inference the map's box is snapped to the
+                                     # object's edges by GrabCut seeded with the map (flrdf/refine.py)
+    refine_sure: float = 0.6         # grabcut: map >= this fraction of its peak, inside the box, is sure foreground
+    refine_margin: float = 1.0       # grabcut: the working area is the map's box grown by this fraction per side
+    refine_iters: int = 5            # grabcut: iterations
+    refine_size: int = 224           # grabcut: runs on the view resampled to at most this many px per side
     jigsaw_n: int = 4                # n x n patch grid
     combine: str = "raw+object"      # test-time prediction: '+'-joined branch names
 
@@ -255,6 +261,16 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"model.frozen_stages must be 0 | 1 | 2 | 3, got {m.frozen_stages!r}")
     if m.loc_map not in ("mean", "ddt"):
         raise ConfigError(f"model.loc_map must be mean | ddt, got {m.loc_map!r}")
+    if m.box_refine not in ("none", "grabcut"):
+        raise ConfigError(f"model.box_refine must be none | grabcut, got {m.box_refine!r}")
+    if not 0.0 <= m.refine_sure <= 1.0:
+        raise ConfigError(f"model.refine_sure must lie in [0, 1] (a fraction of the map's peak), got {m.refine_sure!r}")
+    if m.refine_margin < 0:
+        raise ConfigError(f"model.refine_margin must be >= 0, got {m.refine_margin!r}")
+    if m.refine_iters < 1:
+        raise ConfigError(f"model.refine_iters must be >= 1, got {m.refine_iters!r}")
+    if m.refine_size < 16:
+        raise ConfigError(f"model.refine_size must be >= 16 px, got {m.refine_size!r}")
     if not 0.0 < m.ddt_momentum <= 1.0:
         raise ConfigError(f"model.ddt_momentum must lie in (0, 1], got {m.ddt_momentum}")
     if m.layer4_stride not in (1, 2):

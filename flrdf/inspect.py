@@ -65,7 +65,7 @@ class InspectResult:
     image: np.ndarray              # uint8 (S, S, 3): what the network sees
     preview: np.ndarray            # uint8 original image, longest side <= PREVIEW_SIDE
     original_size: tuple[int, int]  # (W, H) of the decoded original
-    box: list[float]               # FLRDF's foreground box, input pixels
+    box: list[float]               # FLRDF's foreground box, input pixels (GrabCut-refined with model.box_refine)
     box_original: list[float]      # same, original-image pixels
     loc_map: np.ndarray            # float32 (S, S): the FL map (model.loc_layer), upsampled
     plain_map: np.ndarray          # float32 (S, S): the map before suppression
@@ -90,6 +90,9 @@ class InspectResult:
     crop_source_px: int = 0        # 0: object crop cut from the input; else from the image's view at this size
     crop_detail: float | None = None  # share of that view's pixels that are the image's own (<= 1)
     map_source: str = PAPER_MAP_SOURCE  # what loc_map is (FLRDF.map_source)
+    box_refine: str = "none"       # model.box_refine: how ``box`` was made from the map's box
+    map_box: list[float] | None = None  # the map's own box (input pixels), the object crop's; set when refined
+    map_iou: float | None = None   # that box vs ground truth
 
     def preview_scale(self) -> float:
         """Factor from original-image pixels to preview pixels."""
@@ -242,6 +245,8 @@ def inspect_image(loaded: LoadedModel, image, tau: float | None = None, jigsaw_n
     loc = upsample_map(out.loc_map[0], size)
     plain = upsample_map(out.plain_map[0], size)
     pred_box = out.boxes[0].cpu()
+    map_box = out.map_boxes[0].cpu() if out.map_boxes is not None else pred_box
+    refined = model.cfg.box_refine != "none"
     gt_t = None if gt_in is None else gt_in.view(4)
     cams = []
     for key in methods:
@@ -276,6 +281,9 @@ def inspect_image(loaded: LoadedModel, image, tau: float | None = None, jigsaw_n
         crop_source_px=source_size,
         crop_detail=round(transform.source_detail(orig_size), 4) if source_size else None,
         map_source=model.map_source,
+        box_refine=model.cfg.box_refine,
+        map_box=_box_list(map_box) if refined else None,
+        map_iou=_iou(map_box, gt_t) if refined else None,
     )
     lap("render")
     times["total"] = (time.perf_counter() - t_all) * 1000

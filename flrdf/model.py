@@ -28,6 +28,7 @@ from flrdf.boxes import BoxGrid, box_grid, boxes_from_maps, crop_resize, normali
 from flrdf.config import ModelConfig
 from flrdf.ddt import DescriptorPCA
 from flrdf.jigsaw import check_grid, shuffle_patches
+from flrdf.refine import RefineSettings, refine_boxes
 from flrdf.suppression import Suppression
 from flrdf.zoom import check_source, crop_from_source
 
@@ -60,7 +61,9 @@ class FLRDFOutput:
     logits: torch.Tensor                          # (B, K) combined prediction
     loc_map: torch.Tensor                         # (B, h, w) the FL map (model.loc_layer), normalised to [0, 1]
     plain_map: torch.Tensor                       # (B, h, w) same before suppression (same grid)
-    boxes: torch.Tensor | None = None             # (B, 4) x1 y1 x2 y2 in input pixels
+    boxes: torch.Tensor | None = None             # (B, 4) x1 y1 x2 y2 in input pixels: FLRDF's foreground box
+                                                  # (GrabCut-refined in evaluation when model.box_refine=grabcut)
+    map_boxes: torch.Tensor | None = None         # (B, 4) the map's own box, which the object crop is cut from
     logits_object: torch.Tensor | None = None
     logits_jigsaw: torch.Tensor | None = None
     object_images: torch.Tensor | None = None     # (B, 3, H, W) the enlarged foreground
@@ -169,6 +172,20 @@ class FLRDF(nn.Module):
                                 grid=self.box_grid(image_hw))
         return loc_map, boxes
 
+    @property
+    def refines(self) -> bool:
+        """Whether this model's boxes are GrabCut-refined now (``model.box_refine``; evaluation only)."""
+        return self.cfg.box_refine == "grabcut" and not self.training
+
+    @torch.compiler.disable  # OpenCV, per image: not traceable
+    def refine(self, view: torch.Tensor, loc_map: torch.Tensor, boxes: torch.Tensor, image_hw: tuple[int, int],
+               tau: float | None = None) -> torch.Tensor:
+        """The map's boxes (input pixels) snapped to the object's edges on ``view`` (the input or its
+        source) by GrabCut seeded with ``loc_map`` at ``tau`` (flrdf.refine)."""
+        tau = self.cfg.tau if tau is None else tau
+        grid = box_grid(self.loc_stride, image_hw)
+        return refine_boxes(view, loc_map, boxes, grid, tau, RefineSettings.of(self.cfg))
+
     def _aux(self, features: torch.Tensor) -> torch.Tensor:
         """Object/jigsaw features: identity forward; backward scales their gradient on the shared
         backbone by ``aux_backbone_scale`` (their heads still get the full gradient)."""
@@ -232,12 +249,17 @@ class FLRDF(nn.Module):
             jigsaw_images = shuffle_patches(whole, n, perms=perms)
             logits["jigsaw"] = self.heads["jigsaw"](self.pool(self._aux(self.backbone(jigsaw_images))))
 
+        # The reported box may be refined; the object branch keeps cropping the map's box it was trained on.
+        reported = boxes
+        if boxes is not None and self.refines:
+            reported = self.refine(images if source is None else source, loc_map, boxes, (h, w), tau)
         return FLRDFOutput(
             logits_raw=logits["raw"],
             logits=self.combine(logits),
             loc_map=loc_map,
             plain_map=plain_map,
-            boxes=boxes,
+            boxes=reported,
+            map_boxes=boxes,
             logits_object=logits.get("object"),
             logits_jigsaw=logits.get("jigsaw"),
             object_images=object_images,

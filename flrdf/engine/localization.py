@@ -5,6 +5,9 @@ several box sources on the same model, all GT-known (CONVENTIONS.md: the CAMs
 explain the ground-truth class):
 
     flrdf     FLRDF's own box: the suppressed map (out.loc_map), tau, largest region
+              (GrabCut-refined when the model's ``model.box_refine`` is grabcut, flrdf.refine)
+    flrdf_map with a refining model only: the map's box before refinement - the rule the
+              CAM rows below use, so the like-for-like comparison with them
     plain     the same rule on the map before suppression (out.plain_map)
     <cam>     each CAM baseline of flrdf.cams (raw branch, layer4), boxes by
               flrdf.cams' rule on FLRDF's own box grid (flrdf.cams.box_grid:
@@ -42,19 +45,23 @@ from flrdf.data import to_uint8
 from flrdf.model import PAPER_MAP_SOURCE
 from flrdf.suppression import GateTally, capture_gates, tally_gates
 
-FLRDF_KEY, PLAIN_KEY, CENTRE_KEY = "flrdf", "plain", "centre"
+FLRDF_KEY, FLRDF_MAP_KEY, PLAIN_KEY, CENTRE_KEY = "flrdf", "flrdf_map", "plain", "centre"
 TAUS = tuple(round(i / 20, 2) for i in range(21))   # 0.00, 0.05, ..., 1.00
 IOU_THRESHOLDS = (0.3, 0.5, 0.7)
 WORST_K = 12
+REFINE_LABELS = {"grabcut": "GrabCut"}
 CENTRE_FRACTION = 0.5
 
 
-def method_label(key: str, map_source: str | None = None) -> str:
+def method_label(key: str, map_source: str | None = None, box_refine: str = "none") -> str:
     """A map or box source's name in every table (loc-eval, analyze's MaxBoxAccV2, the dashboard);
-    ``map_source``: the model's FL map (FLRDF.map_source; None: the paper's)."""
+    ``map_source``: the model's FL map (FLRDF.map_source; None: the paper's); ``box_refine``: the
+    model's ``model.box_refine`` (FLRDF's own box says when it is refined)."""
     source = map_source or PAPER_MAP_SOURCE
     flrdf = "FLRDF (suppressed map)" if source == PAPER_MAP_SOURCE else f"FLRDF ({source})"
-    fixed = {FLRDF_KEY: flrdf, PLAIN_KEY: "plain map (no suppression)", CENTRE_KEY: "centre box (baseline)"}
+    refined = flrdf if box_refine in (None, "none") else f"{flrdf} + {REFINE_LABELS.get(box_refine, box_refine)}"
+    fixed = {FLRDF_KEY: refined, FLRDF_MAP_KEY: f"{flrdf}, map box unrefined",
+             PLAIN_KEY: "plain map (no suppression)", CENTRE_KEY: "centre box (baseline)"}
     return fixed.get(key) or (METHODS[key].label if key in METHODS else key)
 
 
@@ -109,7 +116,8 @@ def evaluate_localization(model, loader, *, methods=DEFAULT_METHODS, tau: float 
     from flrdf.engine.step import precision_for
 
     cams = check_methods(methods)
-    keys = [FLRDF_KEY, PLAIN_KEY, *cams, CENTRE_KEY]
+    refine = bool(getattr(model, "refines", False))
+    keys = [FLRDF_KEY, *([FLRDF_MAP_KEY] if refine else []), PLAIN_KEY, *cams, CENTRE_KEY]
     tau = float(model.cfg.tau if tau is None else tau)
     taus = [float(t) for t in taus]
     device = next(model.parameters()).device
@@ -159,8 +167,9 @@ def evaluate_localization(model, loader, *, methods=DEFAULT_METHODS, tau: float 
             n_box += m
             # maps on the model's one box grid, ready to threshold (normalize flag = each source's own rule)
             grid = box_grid(model, (hh, ww))
+            map_key = FLRDF_MAP_KEY if refine else FLRDF_KEY
             grids: dict[str, tuple[torch.Tensor, bool]] = {
-                FLRDF_KEY: (_grid_up(out.loc_map[idx.to(device)].cpu(), up), False),
+                map_key: (_grid_up(out.loc_map[idx.to(device)].cpu(), up), False),
                 PLAIN_KEY: (_grid_up(out.plain_map[idx.to(device)].cpu(), up), False),
             }
             if cams:
@@ -179,7 +188,12 @@ def evaluate_localization(model, loader, *, methods=DEFAULT_METHODS, tau: float 
                         continue
                     stacked = torch.cat([grids[key][0] for key in group])
                     boxes = boxes_from_maps(stacked, t, (hh, ww), upsample=1, normalize=norm, grid=grid).split(m)
-                    for key, bx in zip(group, boxes):
+                    scored = dict(zip(group, boxes))
+                    if refine and map_key in scored:   # the model's own rule: the map's box refined at this tau
+                        view = batch["source"][idx] if "source" in batch else sel_images
+                        scored[FLRDF_KEY] = model.refine(view, out.loc_map[idx.to(device)], scored[map_key],
+                                                         (hh, ww), t).cpu()
+                    for key, bx in scored.items():
                         iou = box_iou(bx, gt)
                         if ti == len(taus):              # the model's tau
                             ious_at_tau[key], boxes_at_tau[key] = iou, bx
@@ -221,7 +235,7 @@ def evaluate_localization(model, loader, *, methods=DEFAULT_METHODS, tau: float 
         sweep = t.sweep_hits / max(n_box, 1)
         best = int(np.argmax(sweep[:, 1])) if n_box else 0
         rows.append({
-            "method": key, "label": method_label(key, getattr(model, "map_source", None)),
+            "method": key, "label": method_label(key, getattr(model, "map_source", None), model.cfg.box_refine),
             "loc_acc": _rate(t.hits, n_box), "mean_iou": _rate(t.iou_sum, n_box),
             "max_box_acc": round(float(sweep[best, 1]), 6) if n_box else None,
             "best_tau": taus[best] if n_box and key != CENTRE_KEY else None,
@@ -235,7 +249,7 @@ def evaluate_localization(model, loader, *, methods=DEFAULT_METHODS, tau: float 
                       "top1_object": _rate(cls_hits["top1_object"], n) if has_branch["object"] else None,
                       "top1_jigsaw": _rate(cls_hits["top1_jigsaw"], n) if has_branch["jigsaw"] else None,
                       "n": n_images}
-    summary = {"tau": tau, "taus": taus, "iou_thresholds": list(IOU_THRESHOLDS), "methods": keys,
+    summary = {"tau": tau, "taus": taus, "box_refine": model.cfg.box_refine, "iou_thresholds": list(IOU_THRESHOLDS), "methods": keys,
                "cam_target": "ground-truth class (GT-known)", "centre_fraction": CENTRE_FRACTION,
                "n": n_images, "n_box": n_box, "rows": rows, "classification": classification,
                "gate": gates.summary(),

@@ -1,0 +1,137 @@
+"""Box refinement: the FL map's box snapped to the object's own edges (``model.box_refine``).
+
+A feature map is coarse (a layer2 cell is 8 input pixels) and blurred by its receptive field,
+so the box of a thresholded map overshoots the object where the map's blob spreads (above a
+bird's head) and stops short where thin, weakly-responding parts are (its tail). The map does
+not know where the object's *pixels* end; the image does. ``grabcut`` hands that question to
+OpenCV's GrabCut (Rother et al., SIGGRAPH 2004: colour mixture models and a graph cut),
+seeded by the map - the standard way weakly supervised methods turn a coarse seed into an
+object mask (no box labels are involved):
+
+    outside the map's box grown by ``refine_margin`` of its size on each side   sure background
+    inside it, the map >= ``refine_sure``                                        sure foreground
+    inside it, the map >= tau                                                    probable foreground
+    the rest of the grown box                                                    probable background
+
+The box is the bounding box of the largest connected region GrabCut labels foreground, on the
+view the object crop is cut from (the source, ``data.source_size``, when the loader gives one)
+resampled to at most ``refine_size`` px. Where GrabCut finds no foreground the map's box stays.
+It runs per image on the CPU (a thread per core; OpenCV releases the GIL), so the model
+refines in evaluation and inference only - training keeps the map's box (docs/PERFORMANCE.md
+has the cost).
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import torch
+
+from flrdf.boxes import BoxGrid, map_to_image
+from flrdf.data.transforms import to_uint8
+
+REFINERS = ("none", "grabcut")
+
+
+@dataclass(frozen=True)
+class RefineSettings:
+    """GrabCut's seeds and budget (the ``model.refine_*`` keys)."""
+    sure: float = 0.6      # map >= sure (fraction of the peak) inside the box: sure foreground
+    margin: float = 1.0    # the working area: the map's box grown by this fraction of its size per side
+    iters: int = 5         # GrabCut iterations
+    size: int = 224        # the view is resampled so that its longer side is at most this many px
+
+    @classmethod
+    def of(cls, cfg) -> "RefineSettings":
+        return cls(cfg.refine_sure, cfg.refine_margin, cfg.refine_iters, cfg.refine_size)
+
+
+def seed_mask(prob: np.ndarray, box: tuple[float, float, float, float], tau: float, settings: RefineSettings) -> np.ndarray:
+    """GrabCut's initial labels (H, W) uint8 for a map ``prob`` (H, W) sampled at the image's pixels
+    and the map's ``box`` (x1, y1, x2, y2) in the same pixels (module docstring)."""
+    h, w = prob.shape
+    x1, y1, x2, y2 = box
+    gw, gh = settings.margin * (x2 - x1), settings.margin * (y2 - y1)
+    ax1, ay1 = max(0, int(np.floor(x1 - gw))), max(0, int(np.floor(y1 - gh)))
+    ax2, ay2 = min(w, int(np.ceil(x2 + gw))), min(h, int(np.ceil(y2 + gh)))
+    mask = np.full((h, w), cv2.GC_BGD, np.uint8)
+    mask[ay1:ay2, ax1:ax2] = cv2.GC_PR_BGD
+    inside = np.zeros((h, w), bool)
+    inside[max(0, int(np.floor(y1))):min(h, int(np.ceil(y2))), max(0, int(np.floor(x1))):min(w, int(np.ceil(x2)))] = True
+    mask[inside & (prob >= tau)] = cv2.GC_PR_FGD
+    mask[inside & (prob >= max(tau, settings.sure))] = cv2.GC_FGD
+    return mask
+
+
+def largest_region_box(foreground: np.ndarray) -> tuple[int, int, int, int] | None:
+    """Bounding box (x1, y1, x2, y2), pixel edges, of the largest 8-connected region of a boolean mask."""
+    n, _, stats, _ = cv2.connectedComponentsWithStats(foreground.astype(np.uint8), connectivity=8)
+    if n <= 1:
+        return None
+    j = 1 + int(stats[1:, cv2.CC_STAT_AREA].argmax())
+    x, y, w, h = (int(v) for v in stats[j, :4])
+    return x, y, x + w, y + h
+
+
+def grabcut_box(image: np.ndarray, prob: np.ndarray, box, tau: float,
+                settings: RefineSettings) -> tuple[int, int, int, int] | None:
+    """GrabCut one RGB uint8 ``image`` (H, W, 3) seeded by its map ``prob`` (H, W) and the map's
+    ``box`` (image pixels); the refined box, or None when GrabCut finds no foreground."""
+    mask = seed_mask(prob, box, tau, settings)
+    fg_labels = (cv2.GC_FGD, cv2.GC_PR_FGD)
+    if not np.isin(mask, fg_labels).any() or not np.isin(mask, (cv2.GC_BGD, cv2.GC_PR_BGD)).any():
+        return None  # GrabCut needs both colour models
+    bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
+    cv2.setRNGSeed(0)  # GrabCut's k-means draws from this thread's RNG: the same box every time
+    try:
+        cv2.grabCut(np.ascontiguousarray(image[:, :, ::-1]), mask, None, bgd, fgd, settings.iters,
+                    cv2.GC_INIT_WITH_MASK)
+    except cv2.error:  # degenerate colour statistics (e.g. a flat image)
+        return None
+    return largest_region_box(np.isin(mask, fg_labels))
+
+
+def working_size(hw: tuple[int, int], limit: int) -> tuple[int, int]:
+    """The view's size after resampling its longer side to at most ``limit`` px."""
+    h, w = hw
+    k = min(1.0, float(limit) / max(h, w))
+    return max(1, round(h * k)), max(1, round(w * k))
+
+
+def refine_boxes(view: torch.Tensor, maps: torch.Tensor, boxes: torch.Tensor, grid: BoxGrid, tau: float,
+                 settings: RefineSettings = RefineSettings()) -> torch.Tensor:
+    """GrabCut-refined boxes (B, 4) in the grid's image pixels (the network input's).
+
+    ``view``: the normalised images the boxes are refined on (B, 3, S_h, S_w) - the input or its
+    higher-resolution source, the same view; ``maps``: the FL maps (B, h, w) on ``grid``, the
+    cell -> pixel map of the input; ``boxes``: their boxes at ``tau`` (B, 4), input pixels."""
+    if len(boxes) == 0:
+        return boxes
+    in_h, in_w = grid.image_hw
+    wh, ww = working_size(tuple(view.shape[-2:]), settings.size)
+    images = to_uint8(view)
+    probs = map_to_image(maps.detach().float().cpu(), grid, (wh, ww)).numpy()
+    sy, sx = wh / in_h, ww / in_w
+    work_boxes = (boxes.detach().float().cpu() * torch.tensor([sx, sy, sx, sy])).tolist()
+
+    def one(i: int):
+        image = images[i]
+        if image.shape[:2] != (wh, ww):
+            image = cv2.resize(image, (ww, wh), interpolation=cv2.INTER_AREA)
+        return grabcut_box(image, probs[i], work_boxes[i], tau, settings)
+
+    workers = max(1, min(len(boxes), torch.get_num_threads()))
+    if workers == 1:
+        found = [one(i) for i in range(len(boxes))]
+    else:
+        with ThreadPoolExecutor(workers) as pool:
+            found = list(pool.map(one, range(len(boxes))))
+    out = boxes.detach().float().cpu().clone()
+    scale = torch.tensor([1 / sx, 1 / sy, 1 / sx, 1 / sy])
+    for i, b in enumerate(found):
+        if b is not None:
+            out[i] = torch.tensor(b, dtype=torch.float32) * scale
+    return out.to(boxes.device)
