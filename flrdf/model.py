@@ -17,6 +17,7 @@ the evaluator and the dashboard alike. No layer size depends on the input size.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -97,6 +98,7 @@ class FLRDF(nn.Module):
         self.ddt = (DescriptorPCA(self.backbone.stage_channels(cfg.loc_layer), cfg.ddt_momentum)
                     if cfg.loc_map == "ddt" else None)
         self.aux_backbone_scale = 1.0  # loss.aux_backbone_scale, set by the trainer (training only)
+        self._refine_off = False       # without_refinement(): the trainer's per-epoch evaluations
 
     # ---- parameter groups: pretrained backbone vs new layers (different learning rates); frozen stages in neither
     def param_groups(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
@@ -175,7 +177,17 @@ class FLRDF(nn.Module):
     @property
     def refines(self) -> bool:
         """Whether this model's boxes are GrabCut-refined now (``model.box_refine``; evaluation only)."""
-        return self.cfg.box_refine == "grabcut" and not self.training
+        return self.cfg.box_refine == "grabcut" and not self.training and not self._refine_off
+
+    @contextmanager
+    def without_refinement(self):
+        """Report the map's own boxes inside this block: the trainer's per-epoch evaluations stay cheap
+        and comparable from epoch to epoch (``eval``, ``loc-eval`` and Inspect refine)."""
+        saved, self._refine_off = self._refine_off, True
+        try:
+            yield self
+        finally:
+            self._refine_off = saved
 
     @torch.compiler.disable  # OpenCV, per image: not traceable
     def refine(self, view: torch.Tensor, loc_map: torch.Tensor, boxes: torch.Tensor, image_hw: tuple[int, int],

@@ -49,14 +49,21 @@ class RefineSettings:
         return cls(cfg.refine_sure, cfg.refine_margin, cfg.refine_iters, cfg.refine_size)
 
 
+def working_area(box, margin: float, hw: tuple[int, int]) -> tuple[int, int, int, int]:
+    """The map's ``box`` grown by ``margin`` of its size on each side, in whole pixels, clipped to the image."""
+    h, w = hw
+    x1, y1, x2, y2 = box
+    gw, gh = margin * (x2 - x1), margin * (y2 - y1)
+    return (max(0, int(np.floor(x1 - gw))), max(0, int(np.floor(y1 - gh))),
+            min(w, int(np.ceil(x2 + gw))), min(h, int(np.ceil(y2 + gh))))
+
+
 def seed_mask(prob: np.ndarray, box: tuple[float, float, float, float], tau: float, settings: RefineSettings) -> np.ndarray:
     """GrabCut's initial labels (H, W) uint8 for a map ``prob`` (H, W) sampled at the image's pixels
     and the map's ``box`` (x1, y1, x2, y2) in the same pixels (module docstring)."""
     h, w = prob.shape
     x1, y1, x2, y2 = box
-    gw, gh = settings.margin * (x2 - x1), settings.margin * (y2 - y1)
-    ax1, ay1 = max(0, int(np.floor(x1 - gw))), max(0, int(np.floor(y1 - gh)))
-    ax2, ay2 = min(w, int(np.ceil(x2 + gw))), min(h, int(np.ceil(y2 + gh)))
+    ax1, ay1, ax2, ay2 = working_area(box, settings.margin, (h, w))
     mask = np.full((h, w), cv2.GC_BGD, np.uint8)
     mask[ay1:ay2, ax1:ax2] = cv2.GC_PR_BGD
     inside = np.zeros((h, w), bool)
@@ -79,7 +86,9 @@ def largest_region_box(foreground: np.ndarray) -> tuple[int, int, int, int] | No
 def grabcut_box(image: np.ndarray, prob: np.ndarray, box, tau: float,
                 settings: RefineSettings) -> tuple[int, int, int, int] | None:
     """GrabCut one RGB uint8 ``image`` (H, W, 3) seeded by its map ``prob`` (H, W) and the map's
-    ``box`` (image pixels); the refined box, or None when GrabCut finds no foreground."""
+    ``box`` (image pixels); the refined box, or None when GrabCut finds no foreground or no edge: a
+    region that runs into the sure-background frame around the working area has leaked into
+    look-alike surroundings (or the image has no contrast), and the map's box is the better guess."""
     mask = seed_mask(prob, box, tau, settings)
     fg_labels = (cv2.GC_FGD, cv2.GC_PR_FGD)
     if not np.isin(mask, fg_labels).any() or not np.isin(mask, (cv2.GC_BGD, cv2.GC_PR_BGD)).any():
@@ -91,7 +100,19 @@ def grabcut_box(image: np.ndarray, prob: np.ndarray, box, tau: float,
                     cv2.GC_INIT_WITH_MASK)
     except cv2.error:  # degenerate colour statistics (e.g. a flat image)
         return None
-    return largest_region_box(np.isin(mask, fg_labels))
+    found = largest_region_box(np.isin(mask, fg_labels))
+    if found is None or reaches_frame(found, working_area(box, settings.margin, prob.shape), prob.shape):
+        return None
+    return found
+
+
+def reaches_frame(found, area, hw: tuple[int, int]) -> bool:
+    """Whether a box reaches the sure-background frame around the working ``area``: a side of the
+    area inside the image (the frame is there) that the box touches."""
+    h, w = hw
+    x1, y1, x2, y2 = found
+    ax1, ay1, ax2, ay2 = area
+    return (ax1 > 0 and x1 <= ax1) or (ay1 > 0 and y1 <= ay1) or (ax2 < w and x2 >= ax2) or (ay2 < h and y2 >= ay2)
 
 
 def working_size(hw: tuple[int, int], limit: int) -> tuple[int, int]:

@@ -233,7 +233,9 @@ def _train(cfg: Config, run: RunDir, resume: bool, rank: int, world: int, device
         return flag
 
     def log_eval(split: str, loader) -> dict:
-        result = evaluate(model if ddp else train_model, loader, prec, jigsaw=cfg.runtime.eval_jigsaw)
+        # the map's boxes, not GrabCut's (model.box_refine): a per-image CPU pass per epoch is not worth it
+        with model.without_refinement():
+            result = evaluate(model if ddp else train_model, loader, prec, jigsaw=cfg.runtime.eval_jigsaw)
         if is_main:
             run.append_metrics({"step": step, "epoch": epoch, "split": split, **result, "time": time.time()})
         log.info("eval %s epoch %d: %s", split, epoch, {k: v for k, v in result.items() if v is not None})
