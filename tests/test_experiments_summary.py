@@ -122,6 +122,9 @@ def test_locmap_suite_pairs_the_layer2_map_with_the_pinned_paper_map(exp, tmp_pa
             assert last(o, "model.loc_map") == "mean"
             assert last(o, "data.source_size") == ("0" if suite == "zoom" else "224")
             assert last(o, "data.val_fraction") == ("0.2" if suite == "recipe" else "0")
+    for suite in (*exp.SUITES,):
+        for o in exp.suite_runs(suite, 8, 112).values():
+            assert last(o, "model.box_refine") == "none"  # scored by the map's own box, as they ran
     for o in runs.values():
         assert last(o, "data.source_size") == "224" and last(o, "data.val_fraction") == "0"
     tag = "exp-v2-e8-112px"

@@ -177,3 +177,37 @@ def test_a_ddt_map_model_is_inspected_with_its_own_statistics(tiny_loaded, examp
     assert torch.allclose(torch.tensor(r.box), out.boxes[0], atol=1e-4)
     assert "FLRDF (layer2, no suppression, DDT)" in cam_gallery(r)[0][1]
     assert "map: layer2, no suppression, DDT" in status_text(r, "tiny")
+
+
+def test_a_refining_model_shows_its_refined_box_and_the_map_box_it_crops(examples_dir):
+    """model.box_refine=grabcut (the bundled demo model): the FLRDF box is GrabCut's, the map's own box
+    (the object crop's) is kept beside it, and every view says which is which."""
+    from pathlib import Path
+
+    from dashboard.inspect_view import MAP_BOX_RGB, cam_gallery, cam_table, draw_boxes, status_text
+    from flrdf.engine.checkpoint import load_model
+
+    loaded = load_model(Path(__file__).resolve().parents[1] / "assets" / "demo_model.safetensors")
+    loaded.model.cfg.box_refine = "grabcut"
+    entry = json.loads((examples_dir / "examples.json").read_text())[2]
+    r = inspect_image(loaded, examples_dir / entry["file"], cam_methods=["gradcam"], gt_box=entry["box"])
+    assert r.box_refine == "grabcut" and r.map_box is not None and r.map_box != r.box
+    d = loaded.config.data
+    x, gt, source = build_transform(False, d.resize, d.image_size, source_size=d.source_size).views(
+        Image.open(examples_dir / entry["file"]).convert("RGB"), entry["box"])
+    with torch.no_grad():
+        out = loaded.model(x[None], source=source[None])
+    assert torch.allclose(torch.tensor(r.box), out.boxes[0], atol=0.01)
+    assert torch.allclose(torch.tensor(r.map_box), out.map_boxes[0], atol=0.01)
+    assert r.iou is not None and r.map_iou is not None
+    assert cam_gallery(r)[0][1].startswith("FLRDF (layer2, no suppression, DDT) + GrabCut")
+    table = cam_table(r)
+    assert list(table["method"][:2]) == ["FLRDF (GrabCut)", "FLRDF map box (object crop)"]
+    assert "refined by GrabCut" in status_text(r, "demo") and f"(map box {r.map_iou:.2f})" in status_text(r, "demo")
+    drawn = draw_boxes(r.loc_overlay, r.box, r.gt_box, r.map_box)
+    assert (drawn == np.array(MAP_BOX_RGB, np.uint8)).all(axis=-1).any()
+    assert not np.array_equal(drawn, draw_boxes(r.loc_overlay, r.box, r.gt_box))
+    # the same model without refinement: one box, no map-box row
+    loaded.model.cfg.box_refine = "none"
+    plain = inspect_image(loaded, examples_dir / entry["file"], cam_methods=[], gt_box=entry["box"])
+    assert plain.map_box is None and plain.box == r.map_box and len(cam_table(plain)) == 1

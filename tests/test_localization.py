@@ -11,7 +11,7 @@ from flrdf.boxes import box_iou
 from flrdf.cams import box_grid, cam_boxes, compute_cams
 from flrdf.engine.evaluate import evaluate
 from flrdf.engine.loaders import eval_loader, records_for
-from flrdf.engine.localization import CENTRE_KEY, FLRDF_KEY, PLAIN_KEY, TAUS, evaluate_localization
+from flrdf.engine.localization import CENTRE_KEY, FLRDF_KEY, FLRDF_MAP_KEY, PLAIN_KEY, TAUS, evaluate_localization
 from flrdf.engine.loc_report import main as loc_eval_main, read_results
 from flrdf.engine.step import precision_for
 
@@ -46,7 +46,9 @@ def test_rows_agree_with_the_engine_and_the_cam_module(loc_setup):
     loader = eval_loader(cfg.data, "test", 5, 0)
     res = evaluate_localization(model, loader, methods=METHODS, records=loader.dataset.records, worst_k=4)
     s = res.summary
-    assert s["methods"] == [FLRDF_KEY, PLAIN_KEY, *METHODS, CENTRE_KEY] and s["n"] == s["n_box"] == 12
+    # the demo config refines its boxes (GrabCut): the map's own box gets a row of its own
+    assert s["methods"] == [FLRDF_KEY, FLRDF_MAP_KEY, PLAIN_KEY, *METHODS, CENTRE_KEY] and s["n"] == s["n_box"] == 12
+    assert s["box_refine"] == "grabcut"
     rows = {r["method"]: r for r in s["rows"]}
     # FLRDF's row at the model's tau is exactly the engine's own localization accuracy and mean IoU
     ref = evaluate(model, eval_loader(cfg.data, "test", 5, 0), precision_for(torch.device("cpu"), False, False))
@@ -68,7 +70,14 @@ def test_rows_agree_with_the_engine_and_the_cam_module(loc_setup):
         assert 0 <= r["loc_acc"] <= 1 and 0 <= r["mean_iou"] <= 1
     whole = torch.tensor([[0.0, 0.0, 64.0, 64.0]]).repeat(12, 1)
     gt = torch.stack([loader.dataset[i]["box"] for i in range(12)])
-    assert rows[FLRDF_KEY]["sweep"]["iou50"][0] == pytest.approx(float((box_iou(whole, gt) >= 0.5).float().mean()), abs=1e-5)
+    assert rows[FLRDF_MAP_KEY]["sweep"]["iou50"][0] == pytest.approx(float((box_iou(whole, gt) >= 0.5).float().mean()), abs=1e-5)
+    # the refined row is the model's refinement of the map row's boxes, tau by tau (model's tau: one batch)
+    view = batch["source"] if "source" in batch else batch["image"]
+    with torch.no_grad():
+        out = model(batch["image"], **({"source": batch["source"]} if "source" in batch else {}))
+    assert [r["iou_flrdf"] for r in per_image] == pytest.approx(box_iou(out.boxes, batch["box"]).tolist(), abs=1e-4)
+    assert torch.equal(out.boxes, model.refine(view, out.loc_map, out.map_boxes, tuple(batch["image"].shape[-2:])))
+    assert [r["iou_flrdf_map"] for r in per_image] == pytest.approx(box_iou(out.map_boxes, batch["box"]).tolist(), abs=1e-4)
     assert len(set(rows[CENTRE_KEY]["sweep"]["iou50"])) == 1 and rows[CENTRE_KEY]["best_tau"] is None
     # worst images: lowest FLRDF IoU first
     ious = sorted(r["iou_flrdf"] for r in res.per_image)
@@ -84,13 +93,14 @@ def test_cli_writes_a_citable_folder(loc_setup, capsys):
                         "--device", "cpu", "--out", str(out)])
     assert rc == 0
     printed = capsys.readouterr().out
-    assert "| FLRDF (layer2, no suppression, DDT) |" in printed and "centre box" in printed  # the demo config's map
+    assert "| FLRDF (layer2, no suppression, DDT) + GrabCut |" in printed and "centre box" in printed  # the demo config's
+    assert "| FLRDF (layer2, no suppression, DDT), map box unrefined |" in printed
     for name in ("results.json", "table.csv", "table.md", "per_image.csv", "loc_bar.png", "tau_sweep.png",
                  "worst/00.png", "worst/02.png"):
         assert (out / name).is_file(), name
     results = read_results(out)
     assert results["n"] == 7 and results["split"] == "test" and results["source"].endswith("tiny.safetensors")
-    assert [r["method"] for r in results["rows"]] == [FLRDF_KEY, PLAIN_KEY, "gradcam", CENTRE_KEY]
+    assert [r["method"] for r in results["rows"]] == [FLRDF_KEY, FLRDF_MAP_KEY, PLAIN_KEY, "gradcam", CENTRE_KEY]
     assert len(results["worst"]) == 3 and results["command"].startswith("python -m flrdf loc-eval")
     with open(out / "table.csv") as f:
         table = list(csv.DictReader(f))
@@ -184,3 +194,33 @@ def test_frame_full_scores_the_whole_image_and_crop_the_centre_crop(loc_setup, c
                          y2 * d.resize / h - off)]
             assert item["gt_box"] == pytest.approx(want, abs=0.02), (frame, item["file"])
     assert seen["default"]["rows"] == seen["full"]["rows"]
+
+
+def test_refine_all_refines_every_map_by_its_own_seeds(loc_setup):
+    """--refine-all: the plain map's and each CAM's boxes are GrabCut-refined the way FLRDF's are, each
+    seeded by its own map on the model's box grid; a model that does not refine refuses it."""
+    from flrdf.boxes import normalize_maps
+    from flrdf.cams import to_grid
+    from flrdf.refine import RefineSettings, refine_boxes
+
+    _, _, loaded = loc_setup
+    model, cfg = loaded.model, loaded.config
+    res = evaluate_localization(model, eval_loader(cfg.data, "test", 5, 0), methods=("gradcam",), worst_k=0,
+                                refine_all=True)
+    labels = {r["method"]: r["label"] for r in res.summary["rows"]}
+    assert res.summary["refine_all"] is True
+    assert labels[PLAIN_KEY].endswith("+ GrabCut") and labels["gradcam"].endswith("+ GrabCut")
+    assert not labels[FLRDF_MAP_KEY].endswith("+ GrabCut") and labels[FLRDF_KEY].endswith("+ GrabCut")
+    batch = next(iter(eval_loader(cfg.data, "test", 5, 0)))
+    grid = box_grid(model, batch["image"].shape[-2:])
+    maps = compute_cams(model, batch["image"], batch["label"], ("gradcam",))
+    cam, boxes = to_grid(maps["gradcam"], grid), cam_boxes(maps, cfg.model.tau, grid)["gradcam"]
+    view = batch["source"] if "source" in batch else batch["image"]
+    refined = refine_boxes(view, normalize_maps(cam), boxes, grid, cfg.model.tau, RefineSettings.of(cfg.model))
+    assert [r["iou_gradcam"] for r in res.per_image[:5]] == pytest.approx(box_iou(refined, batch["box"]).tolist(), abs=1e-4)
+    cfg.model.box_refine = "none"
+    try:
+        with pytest.raises(ValueError, match="needs a refining model"):
+            evaluate_localization(model, eval_loader(cfg.data, "test", 5, 0), methods=(), refine_all=True)
+    finally:
+        cfg.model.box_refine = "grabcut"

@@ -195,3 +195,25 @@ def test_config_rejects_bad_refinement_settings(key, value, match):
 
     with pytest.raises(ConfigError, match=match):
         load_config("demo", [f"model.{key}={value}"])
+
+
+def test_bench_refine_reports_cost_and_accuracy(tiny_run, demo_root, tmp_path):
+    """scripts/bench_refine.py on a real (tiny) run: cost per image and ratio to the forward, loc_acc
+    beside the map's own box, for each working size asked."""
+    import importlib.util
+    import json
+
+    spec = importlib.util.spec_from_file_location("bench_refine", ASSETS.parent / "scripts" / "bench_refine.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "bench.json"
+    assert bench.main(["--model", str(tiny_run), "--root", str(demo_root), "--split", "test", "--sizes", "32,64",
+                       "--threads", "1", "--rounds", "1", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["n"] == 12 and [r["refine_size"] for r in result["rows"]] == [32, 64]
+    for row in result["rows"]:
+        assert row["refine_ms_per_image"] > 0 and row["forward_ms_per_image"] > 0
+        assert row["refine_over_forward"] == pytest.approx(row["refine_ms_per_image"] / row["forward_ms_per_image"],
+                                                           rel=0.02)
+        assert 0 <= row["loc_acc"] <= 1 and 0 <= row["mean_iou"] <= 1
+    assert 0 <= result["map_box"]["loc_acc"] <= 1

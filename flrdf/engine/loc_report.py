@@ -250,6 +250,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=0)
     p.add_argument("--out", help="result folder (default: RUN_DIR/eval/<split>-<time>)")
     p.add_argument("--runs-dir", default="runs", help="where results of a checkpoint outside a run go")
+    p.add_argument("--refine-all", action="store_true",
+                   help="also GrabCut-refine the plain map's and every CAM's boxes, each seeded by its own map (needs a "
+                        "model with model.box_refine=grabcut, or --set it): tells refinement's gain from the map's")
     p.add_argument("--no-wsol", action="store_true", help="skip MaxBoxAccV2 and faithfulness (flrdf.engine.wsol_eval)")
     p.add_argument("--faithfulness-limit", type=int, default=64, help="images scored for faithfulness (0: none)")
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -323,7 +326,7 @@ def _run(args, source: Path, out: Path, progress: Progress) -> dict:
     with torch.inference_mode(False):
         result = evaluate_localization(loaded.model, loader, methods=methods, tau=args.tau, worst_k=args.worst,
                                        records=subset.records, precision=prec, progress=progress,
-                                       seed=cfg.runtime.seed)
+                                       seed=cfg.runtime.seed, refine_all=getattr(args, "refine_all", False))
     if not getattr(args, "no_wsol", False):  # MaxBoxAccV2 + faithfulness beside the largest-region figures
         from flrdf.engine.wsol_eval import add_to_summary, evaluate_wsol, wsol_loader
 

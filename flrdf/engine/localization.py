@@ -8,6 +8,8 @@ explain the ground-truth class):
               (GrabCut-refined when the model's ``model.box_refine`` is grabcut, flrdf.refine)
     flrdf_map with a refining model only: the map's box before refinement - the rule the
               CAM rows below use, so the like-for-like comparison with them
+              (``refine_all``: the plain and CAM rows are GrabCut-refined too, each seeded by
+              its own map, so refinement's gain can be told from the map's)
     plain     the same rule on the map before suppression (out.plain_map)
     <cam>     each CAM baseline of flrdf.cams (raw branch, layer4), boxes by
               flrdf.cams' rule on FLRDF's own box grid (flrdf.cams.box_grid:
@@ -39,10 +41,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from flrdf.boxes import box_iou, boxes_from_maps, centre_boxes
+from flrdf.boxes import box_iou, boxes_from_maps, centre_boxes, normalize_maps
 from flrdf.cams import DEFAULT_METHODS, METHODS, box_grid, check_methods, compute_cams, to_grid
 from flrdf.data import to_uint8
 from flrdf.model import PAPER_MAP_SOURCE
+from flrdf.refine import RefineSettings, refine_boxes
 from flrdf.suppression import GateTally, capture_gates, tally_gates
 
 FLRDF_KEY, FLRDF_MAP_KEY, PLAIN_KEY, CENTRE_KEY = "flrdf", "flrdf_map", "plain", "centre"
@@ -107,7 +110,7 @@ def _rate(hits: float, n: int) -> float | None:
 @torch.no_grad()
 def evaluate_localization(model, loader, *, methods=DEFAULT_METHODS, tau: float | None = None,
                           taus=TAUS, worst_k: int = WORST_K, records=None, precision=None,
-                          progress=None, seed: int = 0) -> LocResult:
+                          progress=None, seed: int = 0, refine_all: bool = False) -> LocResult:
     """Score every box source on ``loader`` (batches of flrdf.data.FGVCDataset). See the module docstring.
 
     ``model``: an FLRDF in eval mode. ``records``: the dataset's records (for file
@@ -117,6 +120,9 @@ def evaluate_localization(model, loader, *, methods=DEFAULT_METHODS, tau: float 
 
     cams = check_methods(methods)
     refine = bool(getattr(model, "refines", False))
+    if refine_all and not refine:
+        raise ValueError("refining every method's boxes needs a refining model: --set model.box_refine=grabcut")
+    refined_too = {PLAIN_KEY, *cams} if refine_all else set()
     keys = [FLRDF_KEY, *([FLRDF_MAP_KEY] if refine else []), PLAIN_KEY, *cams, CENTRE_KEY]
     tau = float(model.cfg.tau if tau is None else tau)
     taus = [float(t) for t in taus]
@@ -189,10 +195,13 @@ def evaluate_localization(model, loader, *, methods=DEFAULT_METHODS, tau: float 
                     stacked = torch.cat([grids[key][0] for key in group])
                     boxes = boxes_from_maps(stacked, t, (hh, ww), upsample=1, normalize=norm, grid=grid).split(m)
                     scored = dict(zip(group, boxes))
+                    view = batch["source"][idx] if "source" in batch else sel_images
                     if refine and map_key in scored:   # the model's own rule: the map's box refined at this tau
-                        view = batch["source"][idx] if "source" in batch else sel_images
                         scored[FLRDF_KEY] = model.refine(view, out.loc_map[idx.to(device)], scored[map_key],
                                                          (hh, ww), t).cpu()
+                    for key in [k for k in group if k in refined_too]:  # each seeded by its own map, same grid
+                        seeds = normalize_maps(grids[key][0]) if norm else grids[key][0]
+                        scored[key] = refine_boxes(view, seeds, scored[key], grid, t, RefineSettings.of(model.cfg))
                     for key, bx in scored.items():
                         iou = box_iou(bx, gt)
                         if ti == len(taus):              # the model's tau
@@ -235,7 +244,8 @@ def evaluate_localization(model, loader, *, methods=DEFAULT_METHODS, tau: float 
         sweep = t.sweep_hits / max(n_box, 1)
         best = int(np.argmax(sweep[:, 1])) if n_box else 0
         rows.append({
-            "method": key, "label": method_label(key, getattr(model, "map_source", None), model.cfg.box_refine),
+            "method": key, "label": method_label(key, getattr(model, "map_source", None), model.cfg.box_refine)
+            + (f" + {REFINE_LABELS.get(model.cfg.box_refine, model.cfg.box_refine)}" if key in refined_too else ""),
             "loc_acc": _rate(t.hits, n_box), "mean_iou": _rate(t.iou_sum, n_box),
             "max_box_acc": round(float(sweep[best, 1]), 6) if n_box else None,
             "best_tau": taus[best] if n_box and key != CENTRE_KEY else None,
@@ -249,7 +259,8 @@ def evaluate_localization(model, loader, *, methods=DEFAULT_METHODS, tau: float 
                       "top1_object": _rate(cls_hits["top1_object"], n) if has_branch["object"] else None,
                       "top1_jigsaw": _rate(cls_hits["top1_jigsaw"], n) if has_branch["jigsaw"] else None,
                       "n": n_images}
-    summary = {"tau": tau, "taus": taus, "box_refine": model.cfg.box_refine, "iou_thresholds": list(IOU_THRESHOLDS), "methods": keys,
+    summary = {"tau": tau, "taus": taus, "box_refine": model.cfg.box_refine, "refine_all": bool(refine_all),
+               "iou_thresholds": list(IOU_THRESHOLDS), "methods": keys,
                "cam_target": "ground-truth class (GT-known)", "centre_fraction": CENTRE_FRACTION,
                "n": n_images, "n_box": n_box, "rows": rows, "classification": classification,
                "gate": gates.summary(),
