@@ -37,7 +37,8 @@ def tiny(root, **extra) -> list[str]:
             "data.resize": 72, "data.num_workers": 0, "optim.batch_size": 8, "optim.epochs": 2,
             "optim.raw_warmup_epochs": 0, "optim.warmup_steps": 0, "optim.lr_backbone": 0.02, "optim.lr_new": 0.02,
             "runtime.log_every": 1, "runtime.device": "cpu", "runtime.deterministic": True, "runtime.eval_every": 0,
-            "data.val_fraction": 0}
+            "data.val_fraction": 0,
+            "model.refine_size": 64}  # the demo's GrabCut refinement at the tiny input's size, not at 224 px
     sets.update(extra)
     args = []
     for k, v in sets.items():

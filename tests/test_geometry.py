@@ -95,7 +95,8 @@ def test_loc_eval_cam_box_equals_inspect_with_layer4_stride_1(tmp_path):
     make_demo_data(root, num_classes=3, train_per_class=1, test_per_class=2, image_size=80, seed=2)
     cfg = load_config("demo", ["model.weights=null", f"data.root={root}", "data.image_size=64", "data.resize=64",
                                "data.num_workers=0", "model.layer4_stride=1", "model.tau=0.35",
-                               "model.loc_layer=layer4", "model.loc_map=mean"])  # the paper's map: its grid is layer4's
+                               "model.loc_layer=layer4", "model.loc_map=mean",  # the paper's map: its grid is layer4's
+                               "model.box_refine=none"])
     torch.manual_seed(0)
     save_model_file(tmp_path / "m.safetensors", FLRDF(cfg.model, 3), cfg, ["a", "b", "c"], half=False)
     loaded = load_model(tmp_path / "m.safetensors", "cpu")
