@@ -156,7 +156,8 @@ def build_inspect_tab(ctx: DashboardContext) -> dict[str, gr.components.Componen
                 crop = gr.Image(label="Cropped, enlarged foreground", elem_id="inspect-crop", **pic)
                 jigsaw = gr.Image(label="Shuffled patches (jigsaw branch)", elem_id="inspect-jigsaw", **pic)
             top5 = gr.Dataframe(label="Top-5 per branch", elem_id="inspect-top5", interactive=False, wrap=True)
-            gallery = gr.Gallery(label="FLRDF vs CAM baselines (red: box at tau, green: ground truth, white: FLRDF's map box when refined)",
+            gallery = gr.Gallery(label="FLRDF vs CAM baselines (red: box at tau, green: ground truth, "
+                                       "white: FLRDF's map box when refined)",
                                  elem_id="inspect-gallery", columns=4, height="auto", object_fit="contain",
                                  format="jpeg")
             with gr.Row():
