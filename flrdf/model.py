@@ -6,7 +6,9 @@ FL module       localization map = channel mean of the suppressed features
                 the descriptors' first principal component instead, flrdf.ddt),
                 box = largest region of map >= tau, crop + resize (no gradient);
                 with a ``source`` (the same view at a higher resolution, data.source_size)
-                the crop is cut from the source instead (flrdf.zoom)
+                the crop is cut from the source instead (flrdf.zoom); in evaluation
+                the reported box may be GrabCut-refined (model.box_refine, flrdf.refine),
+                the crop still comes from the map's box
 object branch   crop -> backbone -> GAP -> head_object
 RDF branch      crop (or the image, for the raw+rdf ablation) shuffled in an
                 n x n grid -> backbone -> GAP -> head_jigsaw
