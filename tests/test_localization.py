@@ -68,8 +68,11 @@ def test_rows_agree_with_the_engine_and_the_cam_module(loc_setup):
         assert len(r["sweep"]["iou50"]) == len(TAUS) == 21
         assert r["max_box_acc"] == pytest.approx(max(r["sweep"]["iou50"]))
         assert 0 <= r["loc_acc"] <= 1 and 0 <= r["mean_iou"] <= 1
+        assert all(0 <= v <= 1 for sweep in r["sweep"].values() for v in sweep)  # each image counted once per tau
     whole = torch.tensor([[0.0, 0.0, 64.0, 64.0]]).repeat(12, 1)
     gt = torch.stack([loader.dataset[i]["box"] for i in range(12)])
+    for key in (FLRDF_KEY, FLRDF_MAP_KEY):   # the sweep at the model's tau is the row's own loc_acc: counted once
+        assert rows[key]["sweep"]["iou50"][TAUS.index(cfg.model.tau)] == pytest.approx(rows[key]["loc_acc"], abs=1e-6)
     assert rows[FLRDF_MAP_KEY]["sweep"]["iou50"][0] == pytest.approx(float((box_iou(whole, gt) >= 0.5).float().mean()), abs=1e-5)
     # the refined row is the model's refinement of the map row's boxes, tau by tau (model's tau: one batch)
     view = batch["source"] if "source" in batch else batch["image"]
@@ -211,6 +214,7 @@ def test_refine_all_refines_every_map_by_its_own_seeds(loc_setup):
     assert res.summary["refine_all"] is True
     assert labels[PLAIN_KEY].endswith("+ GrabCut") and labels["gradcam"].endswith("+ GrabCut")
     assert not labels[FLRDF_MAP_KEY].endswith("+ GrabCut") and labels[FLRDF_KEY].endswith("+ GrabCut")
+    assert all(0 <= v <= 1 for r in res.summary["rows"] for sweep in r["sweep"].values() for v in sweep)
     batch = next(iter(eval_loader(cfg.data, "test", 5, 0)))
     grid = box_grid(model, batch["image"].shape[-2:])
     maps = compute_cams(model, batch["image"], batch["label"], ("gradcam",))

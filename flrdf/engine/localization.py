@@ -187,6 +187,10 @@ def evaluate_localization(model, loader, *, methods=DEFAULT_METHODS, tau: float 
 
             ious_at_tau: dict[str, torch.Tensor] = {}
             boxes_at_tau: dict[str, torch.Tensor] = {}
+            view = batch["source"][idx] if "source" in batch else sel_images
+            # refined boxes per (row, tau), each GrabCut pass done once; the forward refined FLRDF's at the model's tau
+            refined: dict[tuple[str, float], torch.Tensor] = {(FLRDF_KEY, tau): out.boxes[idx.to(device)].cpu()} \
+                if refine else {}
             for ti, t in enumerate(taus + [tau]):
                 for norm in (False, True):   # one batched box call per normalisation rule
                     group = [key for key, (_, nf) in grids.items() if nf is norm]
@@ -195,13 +199,17 @@ def evaluate_localization(model, loader, *, methods=DEFAULT_METHODS, tau: float 
                     stacked = torch.cat([grids[key][0] for key in group])
                     boxes = boxes_from_maps(stacked, t, (hh, ww), upsample=1, normalize=norm, grid=grid).split(m)
                     scored = dict(zip(group, boxes))
-                    view = batch["source"][idx] if "source" in batch else sel_images
                     if refine and map_key in scored:   # the model's own rule: the map's box refined at this tau
-                        scored[FLRDF_KEY] = model.refine(view, out.loc_map[idx.to(device)], scored[map_key],
-                                                         (hh, ww), t).cpu()
+                        if (FLRDF_KEY, t) not in refined:
+                            refined[FLRDF_KEY, t] = model.refine(view, out.loc_map[idx.to(device)], scored[map_key],
+                                                                 (hh, ww), t).cpu()
+                        scored[FLRDF_KEY] = refined[FLRDF_KEY, t]
                     for key in [k for k in group if k in refined_too]:  # each seeded by its own map, same grid
-                        seeds = normalize_maps(grids[key][0]) if norm else grids[key][0]
-                        scored[key] = refine_boxes(view, seeds, scored[key], grid, t, RefineSettings.of(model.cfg))
+                        if (key, t) not in refined:
+                            seeds = normalize_maps(grids[key][0]) if norm else grids[key][0]
+                            refined[key, t] = refine_boxes(view, seeds, scored[key], grid, t,
+                                                           RefineSettings.of(model.cfg))
+                        scored[key] = refined[key, t]
                     for key, bx in scored.items():
                         iou = box_iou(bx, gt)
                         if ti == len(taus):              # the model's tau
