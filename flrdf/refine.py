@@ -30,7 +30,7 @@ import cv2
 import numpy as np
 import torch
 
-from flrdf.boxes import BoxGrid, map_to_image
+from flrdf.boxes import BoxGrid, map_to_image, scale_boxes
 from flrdf.data.transforms import to_uint8
 
 REFINERS = ("none", "grabcut")
@@ -62,12 +62,12 @@ def seed_mask(prob: np.ndarray, box: tuple[float, float, float, float], tau: flo
     """GrabCut's initial labels (H, W) uint8 for a map ``prob`` (H, W) sampled at the image's pixels
     and the map's ``box`` (x1, y1, x2, y2) in the same pixels (module docstring)."""
     h, w = prob.shape
-    x1, y1, x2, y2 = box
     ax1, ay1, ax2, ay2 = working_area(box, settings.margin, (h, w))
     mask = np.full((h, w), cv2.GC_BGD, np.uint8)
     mask[ay1:ay2, ax1:ax2] = cv2.GC_PR_BGD
+    bx1, by1, bx2, by2 = working_area(box, 0.0, (h, w))  # the box itself, in whole pixels
     inside = np.zeros((h, w), bool)
-    inside[max(0, int(np.floor(y1))):min(h, int(np.ceil(y2))), max(0, int(np.floor(x1))):min(w, int(np.ceil(x2)))] = True
+    inside[by1:by2, bx1:bx2] = True
     mask[inside & (prob >= tau)] = cv2.GC_PR_FGD
     mask[inside & (prob >= max(tau, settings.sure))] = cv2.GC_FGD
     return mask
@@ -135,8 +135,7 @@ def refine_boxes(view: torch.Tensor, maps: torch.Tensor, boxes: torch.Tensor, gr
     wh, ww = working_size(tuple(view.shape[-2:]), settings.size)
     images = to_uint8(view)
     probs = map_to_image(maps.detach().float().cpu(), grid, (wh, ww)).numpy()
-    sy, sx = wh / in_h, ww / in_w
-    work_boxes = (boxes.detach().float().cpu() * torch.tensor([sx, sy, sx, sy])).tolist()
+    work_boxes = scale_boxes(boxes.detach().float().cpu(), (in_h, in_w), (wh, ww)).tolist()
 
     def one(i: int):
         image = images[i]
@@ -151,8 +150,7 @@ def refine_boxes(view: torch.Tensor, maps: torch.Tensor, boxes: torch.Tensor, gr
         with ThreadPoolExecutor(workers) as pool:
             found = list(pool.map(one, range(len(boxes))))
     out = boxes.detach().float().cpu().clone()
-    scale = torch.tensor([1 / sx, 1 / sy, 1 / sx, 1 / sy])
-    for i, b in enumerate(found):
-        if b is not None:
-            out[i] = torch.tensor(b, dtype=torch.float32) * scale
+    hit = [i for i, b in enumerate(found) if b is not None]
+    if hit:
+        out[hit] = scale_boxes(torch.tensor([found[i] for i in hit], dtype=torch.float32), (wh, ww), (in_h, in_w))
     return out.to(boxes.device)
