@@ -149,7 +149,8 @@ def build_analyze_tab(ctx: DashboardContext):
                 "grad-cam's faithfulness metrics for FLRDF's map and each CAM.")
     with gr.Row():
         with gr.Column(scale=2, min_width=360):
-            source = gr.Dropdown(ctx.checkpoint_choices(), value=None, allow_custom_value=True,
+            choices = ctx.checkpoint_choices()
+            source = gr.Dropdown(choices, value=choices[0] if choices else None, allow_custom_value=True,
                                  label="checkpoint or run directory", elem_id="an-source")
             with gr.Row():
                 split = gr.Dropdown(["test", "train"], value="test", allow_custom_value=True, label="split",
@@ -244,7 +245,8 @@ def build_analyze_tab(ctx: DashboardContext):
 
     view_outputs = [progress, summary, per_class, confusion, zoom, per_class_img, pair, pair_gallery, rescued, broken,
                     wsol, files]
-    empty = ("", "", None, None, None, None, gr.Dropdown(choices=[], value=None), [], [], [], None, [])
+    # gr.update, not gr.Dropdown(...): a component built here would be placed on the page (a stray "Dropdown")
+    empty = ("", "", None, None, None, None, gr.update(choices=[], value=None), [], [], [], None, [])
 
     def _folder(text) -> Path | None:
         return roots.analysis_folder(text) if str(text or "").strip() else None

@@ -36,6 +36,8 @@ TITLE = "FLRDF Studio"
 MAX_FILE_SIZE = "20mb"
 QUEUE_SIZE = 64            # waiting requests beyond this are refused with a message
 DEFAULT_CONCURRENCY = 2    # per event, unless the event sets its own
+# Gallery captions wrap instead of being cut with an ellipsis (Inspect's map names are long).
+CSS = ".gallery-item .caption-label { white-space: normal; max-width: 100%; }"
 
 
 def build_app(checkpoint: str | None = None, runs_dir: str = "runs", device: str = "auto",
@@ -102,4 +104,4 @@ def launch(app: gr.Blocks, host: str = "127.0.0.1", port: int | None = 7860, sha
 
     networking.url_ok = _patient_url_ok
     return app.launch(server_name=host, server_port=port, share=share, max_file_size=max_file_size,
-                      prevent_thread_lock=prevent_thread_lock, show_error=True, quiet=quiet)
+                      prevent_thread_lock=prevent_thread_lock, show_error=True, quiet=quiet, css=CSS)

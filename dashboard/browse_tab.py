@@ -192,7 +192,9 @@ def build_browse_tab(ctx: DashboardContext):
         image = inspect.get("image")
         if image is None:
             return
-        gallery.select(send, shown, [image, sent], api_visibility="private").then(
+        opened = gallery.select(send, shown, [image, sent], api_visibility="private").then(
             lambda: gr.Tabs(selected="inspect"), None, tabs, api_visibility="private")
+        if callable(inspect.get("inspect_after")):  # and inspect it there, as a click on an example does
+            inspect["inspect_after"](opened)
 
     return {"gallery": gallery, "info": info, "link": link}

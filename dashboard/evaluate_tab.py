@@ -144,7 +144,8 @@ def build_evaluate_tab(ctx: DashboardContext):
         with gr.Column(scale=2, min_width=360):
             gr.Markdown("### Localization evaluation\nFLRDF's boxes vs CAM baselines and a centre box, at the "
                         "model's tau and over a tau sweep (GT-known, IoU >= 0.5).")
-            source = gr.Dropdown(ctx.checkpoint_choices(), value=None, allow_custom_value=True,
+            choices = ctx.checkpoint_choices()
+            source = gr.Dropdown(choices, value=choices[0] if choices else None, allow_custom_value=True,
                                  label="checkpoint or run directory", elem_id="eval-source")
             with gr.Row():
                 split = gr.Dropdown(["test", "train"], value="test", allow_custom_value=True, label="split",

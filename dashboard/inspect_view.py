@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from flrdf.engine.localization import FLRDF_KEY, REFINE_LABELS, method_label
+from flrdf.engine.localization import REFINE_LABELS
 from flrdf.inspect import InspectResult
 
 BOX_COLOURS = {"FLRDF box": "#ff3b30", "ground truth": "#34c759"}
@@ -93,24 +93,59 @@ def combined_label(r: InspectResult) -> dict[str, float]:
     return {name: p for name, p in r.top5.get("combined", [])}
 
 
-def cam_gallery(r: InspectResult) -> list[tuple[np.ndarray, str]]:
-    """FLRDF's own maps first, then each CAM overlay with its box; captions carry the IoU."""
-    def caption(name: str, iou: float | None) -> str:
-        return name if iou is None else f"{name} - IoU {iou:.2f}"
+def refine_name(r: InspectResult) -> str:
+    return REFINE_LABELS.get(r.box_refine, r.box_refine)
 
-    items = [(draw_boxes(r.loc_overlay, r.box, r.gt_box, r.map_box),
-              caption(method_label(FLRDF_KEY, r.map_source, r.box_refine), r.iou))]
-    items += [(draw_boxes(c.overlay, c.box, r.gt_box), caption(c.label, c.iou)) for c in r.cams]
+
+BEYOND = " (beyond the paper)"
+
+
+def source_label(r: InspectResult) -> str:
+    """The box source's map, named: the paper's X', or what the project adds (marked beyond the paper)."""
+    name = r.box_source.removesuffix(BEYOND)
+    beyond = r.box_source.endswith(BEYOND) or r.map_box is not None
+    refined = "" if r.map_box is None else f" + {refine_name(r)}"
+    return f"box source: {name}{refined}{BEYOND if beyond else ''}"
+
+
+def source_image(r: InspectResult) -> np.ndarray:
+    """The box source's map with FLRDF's box (red), the map's own box when refined (white) and the ground truth."""
+    return enlarge(draw_boxes(r.loc_overlay, r.box, r.gt_box, r.map_box))
+
+
+def _caption(name: str, iou: float | None) -> str:
+    return name if iou is None else f"{name} - IoU {iou:.2f}"
+
+
+def cam_gallery(r: InspectResult) -> list[tuple[np.ndarray, str]]:
+    """The paper's map X' first, then the box source's map when it is another one (and that stage's plain
+    map), then each CAM overlay with its box; captions carry the IoU."""
+    items = []
+    if r.suppression is not None:
+        a = r.suppression.after
+        items.append((draw_boxes(a.overlay, a.box, r.gt_box), _caption("paper's map X' (layer4, after suppression)",
+                                                                        a.iou)))
+    if not r.uses_paper_map or r.suppression is None:
+        items.append((draw_boxes(r.loc_overlay, r.box, r.gt_box, r.map_box), _caption(source_label(r), r.iou)))
+        if r.loc_layer != "layer4":
+            items.append((draw_boxes(r.plain_overlay, r.plain_box, r.gt_box),
+                          _caption(f"plain map: {r.loc_layer} channel mean, no suppression", r.plain_iou)))
+    items += [(draw_boxes(c.overlay, c.box, r.gt_box), _caption(c.label, c.iou)) for c in r.cams]
     return items
 
 
 def cam_table(r: InspectResult) -> pd.DataFrame:
-    rows = [{"method": "FLRDF" if r.map_box is None else f"FLRDF ({REFINE_LABELS.get(r.box_refine, r.box_refine)})",
-             "box (input px)": _fmt(r.box), "box (original px)": _fmt(r.box_original),
-             "IoU vs GT": _num(r.iou), "ms": None}]
+    """Every box on the page with its IoU: FLRDF's (refined), the map's, the paper's X' and X boxes, the CAMs'."""
+    rows = [{"method": f"FLRDF ({source_label(r)})", "box (input px)": _fmt(r.box),
+             "box (original px)": _fmt(r.box_original), "IoU vs GT": _num(r.iou), "ms": None}]
     if r.map_box is not None:
         rows.append({"method": "FLRDF map box (object crop)", "box (input px)": _fmt(r.map_box),
                      "box (original px)": None, "IoU vs GT": _num(r.map_iou), "ms": None})
+    if r.suppression is not None:
+        for m, name in ((r.suppression.after, "paper's map X' (layer4, after suppression)"),
+                        (r.suppression.before, "X (layer4, before suppression)")):
+            rows.append({"method": name, "box (input px)": _fmt(m.box), "box (original px)": None,
+                         "IoU vs GT": _num(m.iou), "ms": None})
     rows += [{"method": c.label, "box (input px)": _fmt(c.box), "box (original px)": _fmt(c.box_original),
               "IoU vs GT": _num(c.iou), "ms": round(c.ms, 1)} for c in r.cams]
     return pd.DataFrame(rows)
@@ -120,22 +155,119 @@ def timing_table(r: InspectResult) -> pd.DataFrame:
     return pd.DataFrame({"stage": list(r.timings_ms), "ms": [round(v, 1) for v in r.timings_ms.values()]})
 
 
+# ---------------------------------------------------------------- the suppression controller (the paper's FL module)
+SUPPRESSION_TITLES = {"before": "X: layer4, before suppression", "after": "X': after suppression (paper's map)",
+                      "removed": "X - X': what suppression removed"}
+
+
+def suppression_images(r: InspectResult) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
+    """X, X' and X - X' overlays, each with its box at tau (red) and the ground truth (green)."""
+    s = r.suppression
+    if s is None:
+        return None, None, None
+    return tuple(enlarge(draw_boxes(m.overlay, m.box, r.gt_box)) for m in (s.before, s.after, s.removed))
+
+
+def suppression_note(r: InspectResult) -> str:
+    """One line on the controller of this image: what it is, its gate, and the paper's boxes' IoUs."""
+    s = r.suppression
+    if s is None:
+        return "This model has no layer4 suppression block."
+    ious = ""
+    if s.after.iou is not None:
+        ious = f" · box IoU: X' **{s.after.iou:.2f}**, X {s.before.iou:.2f}"
+    if s.mode == "none":
+        return f"**No suppression** in this model (model.suppression=none): X' = X, nothing is removed.{ious}"
+    if s.mode == "fixed":
+        head = f"**Fixed controller**: G = delta = {s.delta:g} for every channel"
+    else:
+        g = s.gates
+        head = (f"**Learnable controller** (paper eq. 1): G = sigmoid(f(GAP(X))) over {len(g)} channels, "
+                f"mean {float(g.mean()):.2f} (min {float(g.min()):.2f}, max {float(g.max()):.2f})")
+    return f"{head} · X' = min(X, X_max·G), tau {r.tau:g}{ious}"
+
+
+GATE_X, GATE_Y = "channel (sorted by G)", "G"
+
+
+def gate_plot(r: InspectResult) -> pd.DataFrame:
+    """gr.LinePlot data: this image's gate G per channel, sorted ascending (its mean: :func:`gate_label`)."""
+    s = r.suppression
+    g = np.sort(np.asarray(s.gates, dtype=np.float64)) if s is not None and s.gates is not None else np.zeros(0)
+    return pd.DataFrame({GATE_X: np.arange(len(g)), GATE_Y: g})
+
+
+def gate_label(r: InspectResult) -> str:
+    s = r.suppression
+    if s is None or s.gates is None:
+        return "Controller: no gate (no suppression)"
+    return f"Controller: G per channel, sorted · mean {float(np.mean(s.gates)):.3f}"
+
+
+def channel_gallery(r: InspectResult) -> list[tuple[np.ndarray, str]]:
+    """The channels suppression cut most (largest X_max·(1 - G)): each channel's X / X_max over the image."""
+    s = r.suppression
+    if s is None:
+        return []
+    return [(enlarge(c.overlay, 160), f"ch {c.index} · G {c.gate:.2f} · X_max {c.x_max:.1f} · cut {c.cut:.1f}")
+            for c in s.channels]
+
+
+def whatif_image(r: InspectResult) -> np.ndarray | None:
+    w = r.whatif
+    return None if w is None else enlarge(draw_boxes(w.after.overlay, w.after.box, r.gt_box))
+
+
+def whatif_note(r: InspectResult) -> str:
+    w = r.whatif
+    if w is None:
+        return ("**What-if** (no retraining): choose a counterfactual gate on the left - scale G, a constant "
+                "delta, or suppression off - to see X', its box and the raw branch under it.")
+    gate = "suppression off" if w.gate_mean is None else f"mean G {w.gate_mean:.2f}"
+    own = r.suppression.gates if r.suppression is not None else None
+    if own is not None and w.gate_mean is not None:
+        gate += f" (the model's {float(np.mean(own)):.2f})"
+    iou = "" if w.after.iou is None else (f" · X' box IoU **{w.after.iou:.2f}**"
+                                          + (f" (the model's {r.suppression.after.iou:.2f})"
+                                             if r.suppression is not None else ""))
+    return f"**What-if: {w.whatif.describe()}** · {gate}{iou} · one more forward, {w.ms:.0f} ms"
+
+
+def whatif_table(r: InspectResult) -> pd.DataFrame:
+    """Rank x (raw, combined) for the model's own gate and the counterfactual one."""
+    w = r.whatif
+    if w is None:
+        return pd.DataFrame({"rank": []})
+    cols = {"rank": list(range(1, 1 + max(len(v) for v in w.top5.values())))}
+    for branch in ("raw", "combined"):
+        for name, rows in ((f"{branch} (model)", r.top5.get(branch, [])), (f"{branch} (what-if)", w.top5[branch])):
+            cells = [f"{n} ({p * 100:.1f}%)" for n, p in rows]
+            cols[name] = cells + [""] * (len(cols["rank"]) - len(cells))
+    return pd.DataFrame(cols)
+
+
 def status_text(r: InspectResult, model_name: str) -> str:
+    """A compact block: the prediction, the box and where it comes from, the crop, the settings."""
     names = r.class_names
-    parts = [f"**Prediction:** {names[r.predicted]} ({dict(r.top5['combined']).get(names[r.predicted], 0) * 100:.1f}%)",
-             f"CAM target: {names[r.target]}{' (predicted)' if r.target == r.predicted else ''}",
-             f"tau {r.tau:g}, n {r.jigsaw_n}, seed {r.seed}", f"map: {r.map_source}"]
-    if r.map_box is not None:
-        parts.append(f"box: the map's box (white) refined by {REFINE_LABELS.get(r.box_refine, r.box_refine)}; "
-                     "the object crop comes from the map's box")
+    p = dict(r.top5["combined"]).get(names[r.predicted], 0) * 100
+    target = f" · CAM target: {names[r.target]}{' (predicted)' if r.target == r.predicted else ''}"
+    lines = [f"**Prediction:** {names[r.predicted]} ({p:.1f}%){target}"]
+    box = f"**Box:** {source_label(r)}"
     if r.iou is not None:
-        parts.append(f"FLRDF box IoU with ground truth: **{r.iou:.2f}**"
-                     + (f" (map box {r.map_iou:.2f})" if r.map_iou is not None else ""))
-    parts.append(crop_note(r))
-    parts.append(f"{r.timings_ms.get('total', 0):.0f} ms server-side")
-    text = " · ".join(parts) + f"  \nmodel: `{model_name}`"
+        box += f" · IoU with ground truth **{r.iou:.2f}**"
+        if r.map_iou is not None:
+            box += f" (map box {r.map_iou:.2f})"
+        if r.suppression is not None and not r.uses_paper_map and r.suppression.after.iou is not None:
+            box += f" · paper's X' box {r.suppression.after.iou:.2f}"
+    lines.append(box)
     gate = gate_text(r.gate)
-    return text + (f"  \n{gate}" if gate else "")
+    if gate:
+        lines.append(gate)
+    lines.append(f"**Crop:** {crop_note(r).removeprefix('crop: ')}"
+                 + (" (the map's box, white)" if r.map_box is not None else ""))
+    lines.append(f"tau {r.tau:g} · n {r.jigsaw_n} · seed {r.seed} · {r.timings_ms.get('total', 0):.0f} ms "
+                 f"server-side · model `{model_name}`")
+    return "  \n".join(lines)
 
 
 SPARK = "▁▂▃▄▅▆▇█"
@@ -148,7 +280,7 @@ def gate_text(g: dict | None) -> str:
     top = max(g["hist"]) or 1.0
     bars = "".join(" " if v <= 0 else SPARK[min(len(SPARK) - 1, int(v / top * (len(SPARK) - 1) + 0.5))]
                    for v in g["hist"])
-    return (f"suppression gate G over {g['n']} channels: mean {g['mean']:.2f}, "
+    return (f"**Gate G** over {g['n']} channels: mean {g['mean']:.2f}, "
             f"p10 / p50 / p90 {g['p10']:.2f} / {g['p50']:.2f} / {g['p90']:.2f} · 0 `{bars}` 1")
 
 

@@ -102,6 +102,17 @@ def map_to_image(maps: torch.Tensor, grid: BoxGrid, out_hw: tuple[int, int] | No
     return out.squeeze(1)
 
 
+def render_on_grid(maps: torch.Tensor, grid: BoxGrid, out_hw: tuple[int, int] | None = None) -> torch.Tensor:
+    """(B, h, w) maps -> (B, H', W') pixels with the geometry their boxes use: a map coarser than ``grid``
+    (a grid with ``map_upsample`` > 1) is first upsampled bilinearly to it, as :func:`boxes_from_maps` does,
+    then every cell is drawn on its receptive-field centre (:func:`map_to_image`). Every overlay of a map
+    (Inspect's FLRDF maps and CAMs) goes through here, so a peak sits inside the box cell it makes."""
+    m = maps.detach().float()
+    if tuple(m.shape[1:]) != tuple(grid.shape):
+        m = F.interpolate(m.unsqueeze(1), size=tuple(grid.shape), mode="bilinear", align_corners=False).squeeze(1)
+    return map_to_image(m, grid, out_hw)
+
+
 def normalize_maps(maps: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
     """Min-max normalise each (h, w) map of a (B, h, w) batch to [0, 1]; a constant map becomes zeros."""
     flat = maps.flatten(1).float()

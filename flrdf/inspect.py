@@ -8,6 +8,15 @@ renders every picture as uint8 RGB at the network's input resolution. Boxes
 are given in input pixels and mapped back to the original image's pixels.
 No UI imports: the dashboard only lays the result out.
 
+The suppression stage is always reported (``InspectResult.suppression``), whatever map
+the model's boxes come from: layer4's channel mean before suppression (X), after it
+(X', the paper's localization map) and what suppression removed (X - X'), each on the
+paper's layer4 box grid with its box at tau; the controller's gate G per channel and
+the channels it cut most. ``whatif`` (flrdf.suppression.WhatIf) reruns the model once
+with a counterfactual gate and reports X', its box and the raw and combined top-5 under
+it. Every map picture is drawn with the geometry its box uses
+(flrdf.boxes.render_on_grid): a cell's value sits on its receptive-field centre.
+
 The object crop shows what the object branch sees. For a model trained with a
 zoom source (``data.source_size``) it is cut from the uploaded image itself: the
 test transform's view of it rendered at ``source_size`` px (capped at the image's
@@ -23,25 +32,25 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 from PIL import Image
 from pytorch_grad_cam.utils.image import show_cam_on_image
 
-from flrdf.boxes import box_iou, box_to_image
-from flrdf.cams import METHODS, box_grid, cam_boxes, check_methods, compute_cams, model_lock
+from flrdf.boxes import BoxGrid, box_iou, box_to_image, boxes_from_maps, render_on_grid
+from flrdf.cams import METHODS, box_grid, cam_boxes, check_methods, compute_cams, model_lock, to_grid
 from flrdf.data import build_transform, load_image, to_uint8
 from flrdf.data.errors import ImageLoadError
 from flrdf.data.images import to_rgb
 from flrdf.engine.checkpoint import LoadedModel
 from flrdf.jigsaw import random_permutations
 from flrdf.model import PAPER_MAP_SOURCE
-from flrdf.suppression import capture_gates, gate_stats
+from flrdf.suppression import WhatIf, capture_suppression, gate_stats, most_suppressed, suppression_whatif
 
 BRANCHES = ("raw", "object", "jigsaw", "combined")
 TOP_K = 5
 PREVIEW_SIDE = 768  # longest side of the original-image preview
+TOP_CHANNELS = 6    # the channels the controller cut most, shown one by one
 
 
 class InspectError(ValueError):
@@ -58,6 +67,49 @@ class CamView:
     box_original: list[float]      # original-image pixels
     iou: float | None              # vs the ground-truth box, when given
     ms: float                      # this method's own cost (the shared pass is timed apart)
+
+
+@dataclass
+class MapView:
+    """One map as Inspect shows it: on its box geometry, with its box at tau."""
+    key: str                       # before | after | removed | whatif
+    map: np.ndarray                # float32 (S, S) in [0, 1]
+    overlay: np.ndarray            # uint8 (S, S, 3)
+    box: list[float]               # input pixels, the paper's rule (tau, largest region)
+    iou: float | None              # vs the ground-truth box, when given
+
+
+@dataclass
+class ChannelView:
+    """One of the channels the suppression controller cut most."""
+    index: int
+    gate: float                    # G of this channel
+    x_max: float                   # its peak activation
+    cut: float                     # X_max * (1 - G): how far its peak was lowered
+    overlay: np.ndarray            # uint8 (S, S, 3): X[c] / X_max over the image
+
+
+@dataclass
+class SuppressionView:
+    """The paper's FL module for one image (layer4), whatever map the model's boxes come from."""
+    mode: str                      # learnable | fixed | none (model.suppression)
+    delta: float | None            # the constant gate of a fixed controller
+    before: MapView                # channel mean of X
+    after: MapView                 # channel mean of X' = min(X, X_max * G): the paper's localization map
+    removed: MapView               # channel mean of X - X': where the peaks were cut
+    gates: np.ndarray | None       # float32 (C,) G per channel for this image; None without suppression
+    channels: list[ChannelView]    # the TOP_CHANNELS most cut, largest cut first
+    stride: int                    # layer4's input pixels per cell
+
+
+@dataclass
+class WhatIfView:
+    """The model rerun with a counterfactual suppression gate (flrdf.suppression.WhatIf)."""
+    whatif: WhatIf
+    after: MapView                 # X' under the counterfactual, with its box
+    gate_mean: float | None        # mean of the counterfactual gate (None: suppression off)
+    top5: dict[str, list[tuple[str, float]]]  # raw and combined top-5 under it
+    ms: float
 
 
 @dataclass
@@ -93,6 +145,13 @@ class InspectResult:
     box_refine: str = "none"       # model.box_refine: how ``box`` was made from the map's box
     map_box: list[float] | None = None  # the map's own box (input pixels), the object crop's; set when refined
     map_iou: float | None = None   # that box vs ground truth
+    uses_paper_map: bool = True    # the box source is the paper's map X' (layer4 channel mean)
+    box_source: str = "the paper's map X' (layer4, after suppression)"  # FLRDF.box_source
+    loc_layer: str = "layer4"      # model.loc_layer: the stage loc_map and plain_map come from
+    plain_box: list[float] | None = None  # the plain map's own box at tau (the same rule as the box source's map)
+    plain_iou: float | None = None
+    suppression: SuppressionView | None = None
+    whatif: WhatIfView | None = None
 
     def preview_scale(self) -> float:
         """Factor from original-image pixels to preview pixels."""
@@ -110,8 +169,9 @@ def overlay(image: np.ndarray, heat: np.ndarray) -> np.ndarray:
     return show_cam_on_image(image.astype(np.float32) / 255, np.clip(heat, 0, 1), use_rgb=True)
 
 
-def upsample_map(m: torch.Tensor, size: int) -> np.ndarray:
-    return cv2.resize(m.detach().float().cpu().numpy(), (size, size), interpolation=cv2.INTER_LINEAR)
+def on_grid(maps: torch.Tensor, grid: BoxGrid) -> np.ndarray:
+    """(B, h, w) maps -> float32 (B, H, W) pixels drawn with their boxes' geometry (flrdf.boxes.render_on_grid)."""
+    return render_on_grid(maps.detach().float().cpu(), grid).clamp(0, 1).numpy().astype(np.float32)
 
 
 def _preview(pil: Image.Image) -> np.ndarray:
@@ -155,27 +215,74 @@ def _gt(gt_box) -> list[float] | None:
     return vals
 
 
-def image_gate(seen: list) -> dict | None:
-    """Gate statistics of one image from what flrdf.suppression.capture_gates recorded."""
-    if not seen:
+def gate_values(gate, channels: int) -> np.ndarray | None:
+    """One image's applied gate as float32 (C,): a tensor's values, a constant repeated; None: no gate."""
+    if gate is None:
         return None
-    item = seen[0]
-    if isinstance(item, tuple):  # fixed: every channel gets delta
-        delta, _, c = item
-        return gate_stats(torch.full((c,), float(delta)))
-    return gate_stats(item[0])
+    if isinstance(gate, torch.Tensor):
+        return gate.detach().float().flatten().cpu().numpy()
+    return np.full(channels, float(gate), dtype=np.float32)
+
+
+def _map_views(model, maps: torch.Tensor, keys, image_np: np.ndarray, tau: float, gt: torch.Tensor | None,
+               hw: tuple[int, int]) -> list[MapView]:
+    """Layer4 maps (n, h4, w4) in [0, 1] -> MapViews on the paper's grid, boxes by the paper's rule."""
+    grid = model.paper_grid(hw)
+    boxes = model.paper_boxes(maps.float().cpu(), hw, tau)
+    pixels = on_grid(maps, grid)
+    return [MapView(k, pixels[i], overlay(image_np, pixels[i]), _box_list(boxes[i]), _iou(boxes[i], gt))
+            for i, k in enumerate(keys)]
+
+
+def suppression_view(model, record, image_np: np.ndarray, tau: float, gt: torch.Tensor | None,
+                     hw: tuple[int, int], top_k: int = TOP_CHANNELS) -> SuppressionView:
+    """X, X' and X - X' of one image (a flrdf.suppression.SuppressionRecord) as Inspect shows them."""
+    x, xs = record.x[:1].float(), record.xs[:1].float()
+    maps = torch.cat([model.channel_map(x), model.channel_map(xs), model.channel_map(x - xs)])
+    before, after, removed = _map_views(model, maps, ("before", "after", "removed"), image_np, tau, gt, hw)
+    block = model.suppression
+    gates = gate_values(record.gate[:1] if isinstance(record.gate, torch.Tensor) else record.gate, x.shape[1])
+    channels = []
+    if gates is not None:
+        idx, cuts = most_suppressed(x[0], torch.from_numpy(gates), top_k)
+        grid = model.paper_grid(hw)
+        peaks = x[0].flatten(1).amax(dim=1)
+        rel = (x[0, idx] / peaks[idx].clamp_min(1e-12)[:, None, None]).clamp(0, 1)
+        pixels = on_grid(rel, grid)
+        for j, c in enumerate(idx.tolist()):
+            channels.append(ChannelView(int(c), round(float(gates[c]), 4), round(float(peaks[c]), 4),
+                                        round(float(cuts[j]), 4), overlay(image_np, pixels[j])))
+    return SuppressionView(block.mode, block.delta if block.mode == "fixed" else None, before, after, removed,
+                           gates, channels, int(model.backbone.stride))
+
+
+def whatif_view(model, x: torch.Tensor, zoom: dict, whatif: WhatIf, names: list[str], image_np: np.ndarray,
+                tau: float, n: int, gt: torch.Tensor | None) -> WhatIfView:
+    """The model rerun with ``whatif``'s gate in place of its own (the crop too, where the box comes from X')."""
+    t0 = time.perf_counter()
+    with model_lock(model), torch.inference_mode(), model.without_refinement(), \
+            suppression_whatif(model, whatif), capture_suppression(model) as seen:
+        out = model(x, tau=tau, jigsaw_n=n, with_jigsaw=False, **zoom)
+    rec = seen[0]
+    (after,) = _map_views(model, model.channel_map(rec.xs[:1]), ("whatif",), image_np, tau, gt, x.shape[-2:])
+    g = gate_values(rec.gate[:1] if isinstance(rec.gate, torch.Tensor) else rec.gate, rec.x.shape[1])
+    top5 = {"raw": _topk(out.logits_raw[0], names), "combined": _topk(out.logits[0], names)}
+    return WhatIfView(whatif, after, None if g is None else round(float(g.mean()), 4), top5,
+                      round((time.perf_counter() - t0) * 1000, 2))
 
 
 # ---------------------------------------------------------------- the request
 def inspect_image(loaded: LoadedModel, image, tau: float | None = None, jigsaw_n: int | None = None,
                   target: int | None = None, cam_methods=("gradcam",), gt_box=None, *, seed: int = 0,
-                  device: str | torch.device | None = None) -> InspectResult:
+                  device: str | torch.device | None = None, whatif: WhatIf | None = None) -> InspectResult:
     """Everything the Inspect tab shows for one image.
 
     ``image``: path, bytes or PIL image. ``tau``/``jigsaw_n``: default to the
     model's config. ``target``: class id the CAMs explain (default: the
     combined prediction). ``gt_box``: x1 y1 x2 y2 in the original image's pixels.
-    ``seed`` fixes the jigsaw permutation. Raises ``InspectError`` (or the
+    ``seed`` fixes the jigsaw permutation. ``whatif``: a counterfactual suppression
+    gate, reported beside the model's own (``InspectResult.whatif``; None or the model's
+    own gate: no rerun). Raises ``InspectError`` (or the
     data layer's ``ImageLoadError``, also a ValueError) with a readable message.
     """
     times: dict[str, float] = {}
@@ -201,6 +308,11 @@ def inspect_image(loaded: LoadedModel, image, tau: float | None = None, jigsaw_n
                            f"this model has {len(names)} classes (0..{len(names) - 1})")
     methods = check_methods(cam_methods or [])
     gt = _gt(gt_box)
+    if whatif is not None and not isinstance(whatif, WhatIf):
+        raise InspectError(f"whatif must be a flrdf.suppression.WhatIf, got {type(whatif).__name__}")
+    if whatif is not None and whatif.mode == "scale" and model.suppression.mode == "none":
+        raise InspectError("this model has no suppression gate to scale (model.suppression=none): "
+                           "choose a constant delta instead")
     device = torch.device(device) if device is not None else next(model.parameters()).device
 
     try:
@@ -219,10 +331,13 @@ def inspect_image(loaded: LoadedModel, image, tau: float | None = None, jigsaw_n
     perms = random_permutations(1, n * n, generator=torch.Generator().manual_seed(int(seed)))
     lap("preprocess")
 
-    with model_lock(model), torch.inference_mode(), capture_gates(model) as seen:
+    with model_lock(model), torch.inference_mode(), capture_suppression(model) as seen:
         out = model(x, tau=tau, jigsaw_n=n, with_jigsaw=True, perms=perms, **zoom)
     lap("flrdf forward")
-    gate = image_gate(seen)
+    record = seen[0] if seen else None
+    gates = None if record is None else gate_values(
+        record.gate[:1] if isinstance(record.gate, torch.Tensor) else record.gate, record.x.shape[1])
+    gate = None if gates is None else gate_stats(torch.from_numpy(gates))
 
     logits = {"raw": out.logits_raw[0], "object": out.logits_object, "jigsaw": out.logits_jigsaw,
               "combined": out.logits[0]}
@@ -236,14 +351,15 @@ def inspect_image(loaded: LoadedModel, image, tau: float | None = None, jigsaw_n
         times["cam pass"] = cam_ms.pop("pass")
         times["cam methods"] = sum(cam_ms.values())
         t0 = time.perf_counter()
-    boxes = cam_boxes(maps, tau, box_grid(model, x.shape[-2:]))  # FLRDF's own box grid, as loc-eval
+    grid = box_grid(model, x.shape[-2:])  # FLRDF's own box grid, as loc-eval
+    boxes = cam_boxes(maps, tau, grid)
     if methods:
         lap("cam boxes")
 
     orig_size = pil.size
     image_np = to_uint8(x)[0]
-    loc = upsample_map(out.loc_map[0], size)
-    plain = upsample_map(out.plain_map[0], size)
+    hw = tuple(x.shape[-2:])
+    loc, plain = on_grid(torch.cat([out.loc_map[:1], out.plain_map[:1]]).cpu(), grid)
     pred_box = out.boxes[0].cpu()
     map_box = out.map_boxes[0].cpu() if out.map_boxes is not None else pred_box
     refined = model.cfg.box_refine != "none"
@@ -251,8 +367,17 @@ def inspect_image(loaded: LoadedModel, image, tau: float | None = None, jigsaw_n
     cams = []
     for key in methods:
         b = boxes[key][0]
-        cams.append(CamView(key, METHODS[key].label, maps[key][0], overlay(image_np, maps[key][0]), _box_list(b),
+        cam = on_grid(to_grid(maps[key][:1], grid), grid)[0]  # the grid its box was found on, drawn as boxes are
+        cams.append(CamView(key, METHODS[key].label, cam, overlay(image_np, cam), _box_list(b),
                             _box_list(box_to_image(b, orig_size, resize, size)), _iou(b, gt_t), cam_ms[key]))
+    plain_box = boxes_from_maps(out.plain_map[:1].float().cpu(), tau, hw, upsample=model.cfg.map_upsample,
+                                normalize=False, grid=grid)[0]
+    suppression = None if record is None else suppression_view(model, record, image_np, tau, gt_t, hw)
+    lap("suppression view")
+    what = None
+    if whatif is not None and whatif.active:
+        what = whatif_view(model, x, zoom, whatif, names, image_np, tau, n, gt_t)
+        lap("what-if forward")
     result = InspectResult(
         image=image_np,
         preview=_preview(pil),
@@ -284,6 +409,13 @@ def inspect_image(loaded: LoadedModel, image, tau: float | None = None, jigsaw_n
         box_refine=model.cfg.box_refine,
         map_box=_box_list(map_box) if refined else None,
         map_iou=_iou(map_box, gt_t) if refined else None,
+        uses_paper_map=bool(model.uses_paper_map),
+        box_source=model.box_source,
+        loc_layer=model.cfg.loc_layer,
+        plain_box=_box_list(plain_box),
+        plain_iou=_iou(plain_box, gt_t),
+        suppression=suppression,
+        whatif=what,
     )
     lap("render")
     times["total"] = (time.perf_counter() - t_all) * 1000

@@ -64,6 +64,9 @@ class FLRDFOutput:
     logits: torch.Tensor                          # (B, K) combined prediction
     loc_map: torch.Tensor                         # (B, h, w) the FL map (model.loc_layer), normalised to [0, 1]
     plain_map: torch.Tensor                       # (B, h, w) same before suppression (same grid)
+    paper_map: torch.Tensor | None = None         # (B, h4, w4) the paper's map: channel mean of X' (layer4, after
+                                                  # suppression), whatever the model's loc_layer / loc_map
+    paper_plain_map: torch.Tensor | None = None   # (B, h4, w4) channel mean of X (layer4, before suppression)
     boxes: torch.Tensor | None = None             # (B, 4) x1 y1 x2 y2 in input pixels: FLRDF's foreground box
                                                   # (GrabCut-refined in evaluation when model.box_refine=grabcut)
     map_boxes: torch.Tensor | None = None         # (B, 4) the map's own box, which the object crop is cut from
@@ -143,6 +146,17 @@ class FLRDF(nn.Module):
         return source if self.ddt is None else f"{source}, DDT"
 
     @property
+    def box_source(self) -> str:
+        """The map the boxes come from, named for people: the paper's, or what the project adds beyond it."""
+        if self.uses_paper_map:
+            return "the paper's map X' (layer4, after suppression)"
+        layer = self.cfg.loc_layer
+        kind = "DDT map" if self.ddt is not None else "channel-mean map"
+        after = " of X'" if layer == "layer4" else (" after layer3 suppression" if layer == "layer3" and
+                                                    self.suppression3 is not None else "")
+        return f"{layer} {kind}{after} (beyond the paper)"
+
+    @property
     def loc_stride(self) -> int:
         """Input pixels per cell of the FL map (the stride of ``model.loc_layer``)."""
         return self.backbone.stage_stride(self.cfg.loc_layer)
@@ -160,6 +174,21 @@ class FLRDF(nn.Module):
         """The FL map (B, h, w) in [0, 1] of the features of ``model.loc_layer``: their channel mean
         (``model.loc_map=mean``) or their DDT projection (``ddt``)."""
         return self.channel_map(loc_features) if self.ddt is None else self.ddt(loc_features)
+
+    @property
+    def uses_paper_map(self) -> bool:
+        """Whether the FL map (the box source) is the paper's: the channel mean of layer4's X'."""
+        return self.cfg.loc_layer == "layer4" and self.ddt is None
+
+    def paper_grid(self, image_hw: tuple[int, int]) -> BoxGrid:
+        """The grid the paper's layer4 maps (X', X) are boxed on: layer4 cells x ``map_upsample``."""
+        return box_grid(self.backbone.stride, image_hw, self.cfg.map_upsample)
+
+    def paper_boxes(self, maps: torch.Tensor, image_hw: tuple[int, int], tau: float | None = None) -> torch.Tensor:
+        """Boxes (B, 4) of layer4 maps in [0, 1] by the paper's rule: tau, largest region, cell centres."""
+        tau = self.cfg.tau if tau is None else tau
+        return boxes_from_maps(maps, tau, image_hw, upsample=self.cfg.map_upsample, normalize=False,
+                               grid=self.paper_grid(image_hw))
 
     def box_grid(self, image_hw: tuple[int, int]) -> BoxGrid:
         """The grid every map of this model is thresholded on (its own and the CAMs'):
@@ -272,6 +301,8 @@ class FLRDF(nn.Module):
             logits=self.combine(logits),
             loc_map=loc_map,
             plain_map=plain_map,
+            paper_map=self.channel_map(xs),
+            paper_plain_map=self.channel_map(f.x),
             boxes=reported,
             map_boxes=boxes,
             logits_object=logits.get("object"),

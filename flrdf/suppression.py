@@ -5,6 +5,12 @@ controller. X' = min(X, X_max * G) where X_max is each channel's spatial
 maximum and G a per-channel gate: sigmoid(Linear(GAP(X))) when learnable,
 a constant delta when fixed.
 
+What-if (Inspect's counterfactual controller, no retraining): a :class:`WhatIf`
+replaces the gate for the forwards inside :func:`suppression_whatif` - G scaled
+(clipped to [0, 1]), a constant delta, or suppression off (X' = X).
+:func:`most_suppressed` ranks the channels by how much their peak was cut,
+X_max * (1 - G).
+
 The learnable controller's bias starts at logit(gate_init) (``model.gate_init``,
 default 0.7, the paper's figure), so G starts near that value rather than at
 DRS's 0.5; checkpoints saved before the bias existed load with a zero bias,
@@ -16,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -65,8 +72,72 @@ class SuppressionController(nn.Module):
         return torch.sigmoid(self.fc(gap))[:, :, None, None]
 
 
+@dataclass(frozen=True)
+class WhatIf:
+    """A counterfactual suppression controller for one request (Inspect's what-if):
+
+    ``model``     the model's own gate (no change)
+    ``scale``     G * ``scale``, clipped to [0, 1] (a learnable or fixed gate)
+    ``constant``  G = ``delta`` for every channel
+    ``off``       no suppression: X' = X
+    """
+    mode: str = "model"
+    scale: float = 1.0
+    delta: float = 0.7
+
+    MODES = ("model", "scale", "constant", "off")
+
+    def __post_init__(self):
+        if self.mode not in self.MODES:
+            raise ValueError(f"what-if mode must be one of {self.MODES}, got {self.mode!r}")
+        if not (math.isfinite(self.scale) and self.scale >= 0):
+            raise ValueError(f"what-if scale must be a number >= 0, got {self.scale}")
+        if not 0.0 <= self.delta <= 1.0:
+            raise ValueError(f"what-if delta must lie in [0, 1], got {self.delta}")
+
+    @property
+    def active(self) -> bool:
+        """False when it reproduces the model exactly (its own gate, or a scale of 1)."""
+        return not (self.mode == "model" or (self.mode == "scale" and self.scale == 1.0))
+
+    def describe(self) -> str:
+        return {"model": "the model's own gate", "scale": f"G x {self.scale:g} (clipped to [0, 1])",
+                "constant": f"G = {self.delta:g} for every channel", "off": "suppression off (X' = X)"}[self.mode]
+
+
+def whatif_gate(gate: torch.Tensor | float | None, whatif: WhatIf) -> torch.Tensor | float | None:
+    """The gate a :class:`WhatIf` puts in place of ``gate`` (None: no suppression)."""
+    if whatif.mode == "off":
+        return None
+    if whatif.mode == "constant":
+        return float(whatif.delta)
+    if gate is None:
+        if whatif.mode == "scale":
+            raise ValueError("this model has no suppression gate to scale (model.suppression=none): "
+                             "choose a constant delta instead")
+        return None
+    if whatif.mode == "scale":
+        if isinstance(gate, torch.Tensor):
+            return (gate * whatif.scale).clamp(0.0, 1.0)
+        return min(1.0, max(0.0, float(gate) * whatif.scale))
+    return gate
+
+
+def most_suppressed(x: torch.Tensor, gate: torch.Tensor | float, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``k`` channels of one image's features ``x`` (C, h, w) whose peak suppression cut most,
+    by X_max * (1 - G): ``(channel indices, amounts)``, largest first."""
+    x_max = x.detach().float().flatten(1).amax(dim=1)
+    g = gate.detach().float().flatten() if isinstance(gate, torch.Tensor) else torch.full_like(x_max, float(gate))
+    cut = x_max * (1.0 - g)
+    amounts, idx = cut.topk(min(int(k), cut.numel()))
+    return idx, amounts
+
+
 class Suppression(nn.Module):
-    """DRS block: ``mode`` is "learnable", "fixed" (constant ``delta``) or "none" (identity)."""
+    """DRS block: ``mode`` is "learnable", "fixed" (constant ``delta``) or "none" (identity).
+
+    ``whatif`` (set by :func:`suppression_whatif` only) replaces the gate for the forwards
+    inside that block."""
 
     MODES = ("learnable", "fixed", "none")
 
@@ -79,14 +150,21 @@ class Suppression(nn.Module):
         self.mode = mode
         self.delta = float(delta)
         self.controller = SuppressionController(channels, gate_init) if mode == "learnable" else None
+        self.whatif: WhatIf | None = None
 
     def gate(self, x: torch.Tensor) -> torch.Tensor | float:
         return self.controller(x) if self.controller is not None else self.delta
 
+    def applied_gate(self, x: torch.Tensor) -> torch.Tensor | float | None:
+        """The gate this forward applies to ``x``: the model's own, or the what-if's; None: X' = X."""
+        own = None if self.mode == "none" else self.gate(x)
+        return own if self.whatif is None else whatif_gate(own, self.whatif)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.mode == "none":
+        if self.mode == "none" and self.whatif is None:
             return x
-        return suppress(x, self.gate(x))
+        gate = self.applied_gate(x)
+        return x if gate is None else suppress(x, gate)
 
     def extra_repr(self) -> str:
         return f"mode={self.mode!r}" + (f", delta={self.delta}" if self.mode == "fixed" else "")
@@ -178,3 +256,48 @@ def tally_gates(tally: GateTally, seen: list) -> None:
         else:
             tally.add(item)
     seen.clear()
+
+
+@contextlib.contextmanager
+def suppression_whatif(model: nn.Module, whatif: WhatIf | None):
+    """Run the forwards inside the block with ``model``'s layer4 suppression gate replaced by ``whatif``
+    (the caller holds the model's lock: flrdf.cams.model_lock). ``None`` or an inactive what-if
+    changes nothing."""
+    block: Suppression | None = getattr(model, "suppression", None)
+    if block is None or whatif is None or not whatif.active:
+        yield model
+        return
+    whatif_gate(0.5 if block.mode != "none" else None, whatif)  # the refusal (scale without a gate), before any forward
+    saved, block.whatif = block.whatif, whatif
+    try:
+        yield model
+    finally:
+        block.whatif = saved
+
+
+@dataclass
+class SuppressionRecord:
+    """One forward's layer4 suppression: X, the gate applied (None: none) and X'."""
+    x: torch.Tensor
+    gate: torch.Tensor | float | None
+    xs: torch.Tensor
+
+
+@contextlib.contextmanager
+def capture_suppression(model: nn.Module):
+    """Record X, the applied gate and X' of every forward of ``model``'s layer4 suppression inside the
+    block (a list of :class:`SuppressionRecord`, detached; empty for a model without the block)."""
+    block: Suppression | None = getattr(model, "suppression", None)
+    seen: list[SuppressionRecord] = []
+
+    def hook(_m, inp, out):
+        x = inp[0].detach()
+        gate = block.applied_gate(x)
+        seen.append(SuppressionRecord(x, gate.detach() if isinstance(gate, torch.Tensor) else gate, out.detach()))
+
+    handle = block.register_forward_hook(hook) if block is not None else None
+    try:
+        yield seen
+    finally:
+        if handle is not None:
+            handle.remove()

@@ -8,9 +8,8 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 
 from dashboard.context import DashboardContext
+from dashboard.inspect_tab import OUTPUTS
 from flrdf.cams import DEFAULT_METHODS
-
-OUTPUTS = ("status", "boxes", "label", "loc", "plain", "crop", "jigsaw", "top5", "gallery", "cam_table", "timing")
 
 
 @pytest.fixture(scope="module")
@@ -29,16 +28,40 @@ def inspect(client, image, checkpoint=None, methods=DEFAULT_METHODS, **kw):
 def assert_full_result(out, methods=DEFAULT_METHODS):
     assert out["status"].startswith("**Prediction:**")
     assert Path(out["boxes"]["image"]).is_file() and out["boxes"]["annotations"][0]["label"] == "FLRDF box"
-    for key in ("loc", "plain", "crop", "jigsaw"):
+    for key in ("before", "after", "removed", "crop", "jigsaw"):
         assert Path(out[key]).is_file(), key
+    assert Path(out["loc"]["value"]).is_file()
+    assert out["loc"]["label"] == "box source: the paper's map X' (layer4, after suppression)"  # a paper config
+    assert "controller" in out["supp_note"]
+    assert len(out["gate_plot"]["value"]["data"]) == 512 and len(out["channels"]) == 6  # resnet18: 512 channels
     assert out["top5"]["headers"] == ["rank", "combined", "raw", "object", "jigsaw"]
-    assert len(out["gallery"]) == 1 + len(methods)
+    # the paper's X' (here also the box source), then the CAMs
+    assert len(out["gallery"]) == 1 + len(methods) and out["gallery"][0]["caption"].startswith("paper's map X'")
     assert [row[0] for row in out["timing"]["data"]][-1] == "total"
     assert len(out["label"]["confidences"]) == 4
 
 
 def test_api_is_listed(client):
     assert "/inspect" in client.view_api(return_format="dict", print_info=False)["named_endpoints"]
+
+
+def test_an_empty_request_gets_one_message_and_no_error(client):
+    out = dict(zip(OUTPUTS, client.predict(image=None, tau=0.5, n=4, target="predicted", cam_methods=["gradcam"],
+                                           seed=0, api_name="/inspect")))
+    assert out["status"].startswith("**No image yet:**")
+
+
+def test_whatif_on_the_api(client, examples_dir):
+    own = inspect(client, examples_dir / "example_1.jpg", methods=[])
+    assert own["whatif_map"] is None and own["whatif_note"].startswith("**What-if** (no retraining)")
+    off = inspect(client, examples_dir / "example_1.jpg", methods=[], whatif="off")
+    assert off["whatif_note"].startswith("**What-if: suppression off") and Path(off["whatif_map"]).is_file()
+    assert off["whatif_table"]["headers"] == ["rank", "raw (model)", "raw (what-if)", "combined (model)",
+                                              "combined (what-if)"]
+    half = inspect(client, examples_dir / "example_1.jpg", methods=[], whatif="scale", whatif_scale=0.5)
+    assert "G x 0.5" in half["whatif_note"]
+    with pytest.raises(AppError, match="what-if"):
+        inspect(client, examples_dir / "example_1.jpg", methods=[], whatif="constant", whatif_delta=3)
 
 
 def test_example_with_ground_truth(client, examples_dir):

@@ -36,7 +36,7 @@ def test_upload_inspect_and_see_results(page, examples_dir):
     page.locator("#inspect-image img").first.wait_for(state="visible")  # the upload finished
     page.locator("#inspect-run").click()
     page.locator("#inspect-status", has_text="Prediction:").wait_for()
-    for elem in ("inspect-loc", "inspect-plain", "inspect-crop", "inspect-jigsaw"):
+    for elem in ("inspect-before", "inspect-after", "inspect-removed", "inspect-loc", "inspect-crop", "inspect-jigsaw"):
         img = page.locator(f"#{elem} img").first
         img.wait_for(state="visible")
         assert page.evaluate("e => e.complete && e.naturalWidth > 0", img.element_handle()), elem
@@ -46,6 +46,36 @@ def test_upload_inspect_and_see_results(page, examples_dir):
     assert page.locator("#inspect-gallery img").count() >= 2
     page.locator("#inspect-status", has_text="IoU with ground truth").wait_for()
     page.screenshot(path=str(examples_dir.parent / "inspect_page.png"), full_page=True)
+
+
+PAINTED = """ids => ids.every(id => {
+  const imgs = Array.from(document.querySelectorAll('#' + id + ' img'));
+  return imgs.length > 0 && imgs.every(i => i.complete && i.naturalWidth > 0);
+})"""
+
+
+def test_a_click_on_an_example_inspects_it_and_paints_the_suppression_controller(page, dashboard_url):
+    """A first visit: one click on an example, nothing else - the suppression panel, the controller's gate plot
+    and the box-source map are painted, and no output shows an error."""
+    pg = page
+    pg.set_viewport_size({"width": 1280, "height": 1000})
+    pg.goto(dashboard_url)
+    # an empty request first: one message, no error badge on the outputs
+    pg.locator("#inspect-run").click()
+    pg.locator("#inspect-status", has_text="No image yet").wait_for()
+    assert pg.get_by_text("Error", exact=True).count() == 0
+    pg.locator("#inspect-examples button").first.click()
+    pg.locator("#inspect-status", has_text="Prediction:").wait_for()
+    pg.wait_for_function(PAINTED, arg=["inspect-before", "inspect-after", "inspect-removed", "inspect-loc",
+                                       "inspect-channels"])
+    pg.locator("#inspect-gate canvas, #inspect-gate svg").first.wait_for(state="visible")
+    assert "Learnable controller" in pg.locator("#inspect-supp-note").inner_text()
+    assert pg.locator("#inspect-loc").get_by_text("box source:").count() >= 1
+    assert pg.get_by_text("Error", exact=True).count() == 0
+    # the Inspect button sits by the image, above the fold at 1280 x 1000
+    box = pg.locator("#inspect-run").bounding_box()
+    assert box is not None and box["y"] + box["height"] <= 1000
+    pg.set_viewport_size({"width": 1400, "height": 1000})
 
 
 def test_bad_upload_shows_an_error_and_the_page_recovers(page, bad_inputs, examples_dir):

@@ -62,11 +62,23 @@ def test_boxes_map_back_to_the_original_image(tiny_loaded, example):
     assert np.allclose(again.tolist(), r.box, atol=0.05)
 
 
-def test_gt_iou_is_one_for_the_predicted_box(tiny_loaded, example):
+def test_gt_box_is_carried_to_the_input_and_scored_there(tiny_loaded, example):
+    """A ground-truth box in original pixels lands where the test transform's arithmetic puts it (square
+    resize, centre crop: worked out here by hand), and the IoU is that box's with FLRDF's, by hand."""
     path, _ = example
-    first = inspect_image(tiny_loaded, path, cam_methods=[])
-    again = inspect_image(tiny_loaded, path, cam_methods=[], gt_box=first.box_original)
-    assert again.iou == pytest.approx(1.0, abs=1e-3)
+    cfg = tiny_loaded.config.data
+    w, h = Image.open(path).size
+    gt_original = [10.0, 20.0, 70.0, 80.0]
+    r = inspect_image(tiny_loaded, path, cam_methods=[], gt_box=gt_original)
+    s, off = cfg.resize / w, (cfg.resize - cfg.image_size) / 2
+    expect = [min(max(gt_original[0] * s - off, 0), cfg.image_size), min(max(gt_original[1] * cfg.resize / h - off, 0),
+              cfg.image_size), min(max(gt_original[2] * s - off, 0), cfg.image_size),
+              min(max(gt_original[3] * cfg.resize / h - off, 0), cfg.image_size)]
+    assert r.gt_box == pytest.approx(expect, abs=0.01)
+    bx = r.box
+    inter = max(0, min(bx[2], expect[2]) - max(bx[0], expect[0])) * max(0, min(bx[3], expect[3]) - max(bx[1], expect[1]))
+    union = (bx[2] - bx[0]) * (bx[3] - bx[1]) + (expect[2] - expect[0]) * (expect[3] - expect[1]) - inter
+    assert r.iou == pytest.approx(inter / union, abs=1e-3)
 
 
 def test_jigsaw_is_reproducible_per_seed(tiny_loaded, example):
@@ -149,8 +161,9 @@ def test_a_layer2_map_model_is_inspected_on_its_own_grid(tiny_loaded, example):
         out = loaded.model(x[None])
     assert torch.allclose(torch.tensor(r.box), out.boxes[0], atol=1e-4)
     assert out.loc_map.shape == (1, 8, 8)
-    assert "FLRDF (layer2, no suppression)" in cam_gallery(r)[0][1]
-    assert "map: layer2, no suppression" in status_text(r, "tiny")
+    assert cam_gallery(r)[0][1].startswith("paper's map X'")   # the paper's map first, then the box source
+    assert cam_gallery(r)[1][1].startswith("box source: layer2 channel-mean map (beyond the paper)")
+    assert "box source: layer2 channel-mean map (beyond the paper)" in status_text(r, "tiny")
 
 
 def test_a_ddt_map_model_is_inspected_with_its_own_statistics(tiny_loaded, example):
@@ -175,8 +188,8 @@ def test_a_ddt_map_model_is_inspected_with_its_own_statistics(tiny_loaded, examp
     r = inspect_image(loaded, path, cam_methods=["gradcam"], gt_box=box)
     assert r.map_source == "layer2, no suppression, DDT"
     assert torch.allclose(torch.tensor(r.box), out.boxes[0], atol=1e-4)
-    assert "FLRDF (layer2, no suppression, DDT)" in cam_gallery(r)[0][1]
-    assert "map: layer2, no suppression, DDT" in status_text(r, "tiny")
+    assert cam_gallery(r)[1][1].startswith("box source: layer2 DDT map (beyond the paper)")
+    assert "box source: layer2 DDT map (beyond the paper)" in status_text(r, "tiny")
 
 
 def test_a_refining_model_shows_its_refined_box_and_the_map_box_it_crops(examples_dir):
@@ -200,14 +213,16 @@ def test_a_refining_model_shows_its_refined_box_and_the_map_box_it_crops(example
     assert torch.allclose(torch.tensor(r.box), out.boxes[0], atol=0.01)
     assert torch.allclose(torch.tensor(r.map_box), out.map_boxes[0], atol=0.01)
     assert r.iou is not None and r.map_iou is not None
-    assert cam_gallery(r)[0][1].startswith("FLRDF (layer2, no suppression, DDT) + GrabCut")
+    assert cam_gallery(r)[1][1].startswith("box source: layer2 DDT map + GrabCut (beyond the paper)")
     table = cam_table(r)
-    assert list(table["method"][:2]) == ["FLRDF (GrabCut)", "FLRDF map box (object crop)"]
-    assert "refined by GrabCut" in status_text(r, "demo") and f"(map box {r.map_iou:.2f})" in status_text(r, "demo")
+    assert list(table["method"][:2]) == ["FLRDF (box source: layer2 DDT map + GrabCut (beyond the paper))",
+                                         "FLRDF map box (object crop)"]
+    assert "+ GrabCut" in status_text(r, "demo") and f"(map box {r.map_iou:.2f})" in status_text(r, "demo")
     drawn = draw_boxes(r.loc_overlay, r.box, r.gt_box, r.map_box)
     assert (drawn == np.array(MAP_BOX_RGB, np.uint8)).all(axis=-1).any()
     assert not np.array_equal(drawn, draw_boxes(r.loc_overlay, r.box, r.gt_box))
     # the same model without refinement: one box, no map-box row
     loaded.model.cfg.box_refine = "none"
     plain = inspect_image(loaded, examples_dir / entry["file"], cam_methods=[], gt_box=entry["box"])
-    assert plain.map_box is None and plain.box == r.map_box and len(cam_table(plain)) == 1
+    assert plain.map_box is None and plain.box == r.map_box
+    assert "FLRDF map box (object crop)" not in list(cam_table(plain)["method"])

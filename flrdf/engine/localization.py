@@ -11,6 +11,9 @@ explain the ground-truth class):
               (``refine_all``: the plain and CAM rows are GrabCut-refined too, each seeded by
               its own map, so refinement's gain can be told from the map's)
     plain     the same rule on the map before suppression (out.plain_map)
+    paper     the paper's map, whatever the model's box source: the channel mean of layer4's X'
+              (out.paper_map), boxed on layer4's grid by the paper's rule
+    paper_x   the same before suppression: the channel mean of X (out.paper_plain_map)
     <cam>     each CAM baseline of flrdf.cams (raw branch, layer4), boxes by
               flrdf.cams' rule on FLRDF's own box grid (flrdf.cams.box_grid:
               the backbone's real stride, cells mapped by their centres)
@@ -49,6 +52,7 @@ from flrdf.refine import RefineSettings, refine_boxes
 from flrdf.suppression import GateTally, capture_gates, tally_gates
 
 FLRDF_KEY, FLRDF_MAP_KEY, PLAIN_KEY, CENTRE_KEY = "flrdf", "flrdf_map", "plain", "centre"
+PAPER_KEY, PAPER_X_KEY = "paper", "paper_x"   # layer4's channel mean after (X') and before (X) suppression
 TAUS = tuple(round(i / 20, 2) for i in range(21))   # 0.00, 0.05, ..., 1.00
 IOU_THRESHOLDS = (0.3, 0.5, 0.7)
 WORST_K = 12
@@ -61,10 +65,12 @@ def method_label(key: str, map_source: str | None = None, box_refine: str = "non
     ``map_source``: the model's FL map (FLRDF.map_source; None: the paper's); ``box_refine``: the
     model's ``model.box_refine`` (FLRDF's own box says when it is refined)."""
     source = map_source or PAPER_MAP_SOURCE
-    flrdf = "FLRDF (suppressed map)" if source == PAPER_MAP_SOURCE else f"FLRDF ({source})"
+    flrdf = "FLRDF (suppressed map)" if source == PAPER_MAP_SOURCE else f"FLRDF ({source}; beyond the paper)"
     refined = flrdf if box_refine in (None, "none") else f"{flrdf} + {REFINE_LABELS.get(box_refine, box_refine)}"
     fixed = {FLRDF_KEY: refined, FLRDF_MAP_KEY: f"{flrdf}, map box unrefined",
-             PLAIN_KEY: "plain map (no suppression)", CENTRE_KEY: "centre box (baseline)"}
+             PLAIN_KEY: "plain map (no suppression)", CENTRE_KEY: "centre box (baseline)",
+             PAPER_KEY: "paper's map X' (layer4 channel mean, after suppression)",
+             PAPER_X_KEY: "X (layer4 channel mean, before suppression)"}
     return fixed.get(key) or (METHODS[key].label if key in METHODS else key)
 
 
@@ -122,8 +128,8 @@ def evaluate_localization(model, loader, *, methods=DEFAULT_METHODS, tau: float 
     refine = bool(getattr(model, "refines", False))
     if refine_all and not refine:
         raise ValueError("refining every method's boxes needs a refining model: --set model.box_refine=grabcut")
-    refined_too = {PLAIN_KEY, *cams} if refine_all else set()
-    keys = [FLRDF_KEY, *([FLRDF_MAP_KEY] if refine else []), PLAIN_KEY, *cams, CENTRE_KEY]
+    refined_too = {PLAIN_KEY, PAPER_KEY, PAPER_X_KEY, *cams} if refine_all else set()
+    keys = [FLRDF_KEY, *([FLRDF_MAP_KEY] if refine else []), PLAIN_KEY, PAPER_KEY, PAPER_X_KEY, *cams, CENTRE_KEY]
     tau = float(model.cfg.tau if tau is None else tau)
     taus = [float(t) for t in taus]
     device = next(model.parameters()).device
@@ -171,18 +177,23 @@ def evaluate_localization(model, loader, *, methods=DEFAULT_METHODS, tau: float 
             gt = batch["box"][idx].float()
             m = len(idx)
             n_box += m
-            # maps on the model's one box grid, ready to threshold (normalize flag = each source's own rule)
+            # maps ready to threshold: (map, normalize flag = each source's own rule, the grid it is boxed on) -
+            # the model's box grid, and layer4's for the paper's maps
             grid = box_grid(model, (hh, ww))
+            paper_grid = model.paper_grid((hh, ww))
             map_key = FLRDF_MAP_KEY if refine else FLRDF_KEY
-            grids: dict[str, tuple[torch.Tensor, bool]] = {
-                map_key: (_grid_up(out.loc_map[idx.to(device)].cpu(), up), False),
-                PLAIN_KEY: (_grid_up(out.plain_map[idx.to(device)].cpu(), up), False),
+            sel = idx.to(device)
+            grids: dict[str, tuple[torch.Tensor, bool, object]] = {
+                map_key: (_grid_up(out.loc_map[sel].cpu(), up), False, grid),
+                PLAIN_KEY: (_grid_up(out.plain_map[sel].cpu(), up), False, grid),
+                PAPER_KEY: (_grid_up(out.paper_map[sel].cpu(), up), False, paper_grid),
+                PAPER_X_KEY: (_grid_up(out.paper_plain_map[sel].cpu(), up), False, paper_grid),
             }
             if cams:
                 with torch.enable_grad():
                     cam_maps = compute_cams(model, sel_images.float(), sel_labels.cpu(), cams)
                 for key in cams:
-                    grids[key] = (to_grid(cam_maps[key], grid), True)
+                    grids[key] = (to_grid(cam_maps[key], grid), True, grid)
             centre = centre_boxes(m, (hh, ww), CENTRE_FRACTION)
 
             ious_at_tau: dict[str, torch.Tensor] = {}
@@ -192,12 +203,11 @@ def evaluate_localization(model, loader, *, methods=DEFAULT_METHODS, tau: float 
             refined: dict[tuple[str, float], torch.Tensor] = {(FLRDF_KEY, tau): out.boxes[idx.to(device)].cpu()} \
                 if refine else {}
             for ti, t in enumerate(taus + [tau]):
-                for norm in (False, True):   # one batched box call per normalisation rule
-                    group = [key for key, (_, nf) in grids.items() if nf is norm]
-                    if not group:
-                        continue
+                # one batched box call per (normalisation rule, grid)
+                for norm, g in dict.fromkeys((nf, gg) for _, nf, gg in grids.values()):
+                    group = [key for key, (_, nf, gg) in grids.items() if nf is norm and gg == g]
                     stacked = torch.cat([grids[key][0] for key in group])
-                    boxes = boxes_from_maps(stacked, t, (hh, ww), upsample=1, normalize=norm, grid=grid).split(m)
+                    boxes = boxes_from_maps(stacked, t, (hh, ww), upsample=1, normalize=norm, grid=g).split(m)
                     scored = dict(zip(group, boxes))
                     if refine and map_key in scored:   # the model's own rule: the map's box refined at this tau
                         if (FLRDF_KEY, t) not in refined:
@@ -207,7 +217,7 @@ def evaluate_localization(model, loader, *, methods=DEFAULT_METHODS, tau: float 
                     for key in [k for k in group if k in refined_too]:  # each seeded by its own map, same grid
                         if (key, t) not in refined:
                             seeds = normalize_maps(grids[key][0]) if norm else grids[key][0]
-                            refined[key, t] = refine_boxes(view, seeds, scored[key], grid, t,
+                            refined[key, t] = refine_boxes(view, seeds, scored[key], g, t,
                                                            RefineSettings.of(model.cfg))
                         scored[key] = refined[key, t]
                     for key, bx in scored.items():

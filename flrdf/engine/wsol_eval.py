@@ -5,7 +5,9 @@ kept - wsolevaluation's test transform) and its ground-truth box rescaled to the
 224 x 224 frame (``flrdf.wsol_metrics.resize_box``). For each map source
 
     flrdf     FLRDF's map (channel mean of X', or of model.loc_layer's stage: the model's loc_map)
-    plain     the map before suppression (channel mean of X)
+    plain     that stage's map before suppression (its channel mean)
+    paper     the paper's map for every model: the channel mean of layer4's X' (after suppression)
+    paper_x   the channel mean of layer4's X (before suppression)
     <cam>     each CAM of flrdf.cams (raw branch, layer4, GT-known target class)
 
 the map is brought to the frame (bicubic, min-max) and scored by
@@ -34,7 +36,7 @@ from torch.utils.data import Dataset
 from flrdf.cams import DEFAULT_METHODS, RawBranch, check_methods, compute_cams, model_lock
 from flrdf.wsol_metrics import FRAME, BoxAccumulator, cam_thresholds, resize_box, scoremap_to_frame
 
-FLRDF_KEY, PLAIN_KEY = "flrdf", "plain"
+FLRDF_KEY, PLAIN_KEY, PAPER_KEY, PAPER_X_KEY = "flrdf", "plain", "paper", "paper_x"  # as flrdf.engine.localization
 FAITH_KEYS = ("road_morf", "road_lerf", "cam_mult_conf_change")
 FAITH_LIMIT = 64
 
@@ -67,10 +69,12 @@ class FullFrameDataset(Dataset):
 
 
 def input_maps(model, images: torch.Tensor) -> dict[str, torch.Tensor]:
-    """FLRDF's map and the plain map at feature resolution, (B, h, w) in [0, 1]."""
+    """FLRDF's map, the plain map and the paper's layer4 maps (X', X) at feature resolution, (B, h, w) in [0, 1]."""
     with torch.no_grad(), model_lock(model):
-        loc, plain = model.maps(images)
-    return {FLRDF_KEY: loc.cpu(), PLAIN_KEY: plain.cpu()}
+        f = model.features(images)
+        maps = {FLRDF_KEY: model.fl_map(f.loc), PLAIN_KEY: model.channel_map(f.plain),
+                PAPER_KEY: model.channel_map(f.xs), PAPER_X_KEY: model.channel_map(f.x)}
+    return {k: v.cpu() for k, v in maps.items()}
 
 
 def to_input_size(maps: torch.Tensor, hw: tuple[int, int]) -> np.ndarray:
@@ -105,7 +109,7 @@ def evaluate_wsol(model, loader, *, methods=DEFAULT_METHODS, thresholds=None, fa
     """Score every map source on ``loader`` (batches of :class:`FullFrameDataset`). Returns
     ``{"rows": [...], "n_box", "faith_n", "frame", "thresholds"}``; rows are fractions in [0, 1]."""
     cams = check_methods(methods)
-    keys = [FLRDF_KEY, PLAIN_KEY, *cams]
+    keys = [FLRDF_KEY, PLAIN_KEY, PAPER_KEY, PAPER_X_KEY, *cams]
     th = cam_thresholds() if thresholds is None else np.asarray(thresholds)
     every = {k: BoxAccumulator(th) for k in keys}
     largest = {k: BoxAccumulator(th, multi_contour=False) for k in keys}
