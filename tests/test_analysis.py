@@ -120,7 +120,7 @@ def test_predictions_csv_and_the_views(analysis_dir, tiny_run):
     for name in ("confusion.png", "confusion_zoom.png", "per_class.png", "per_class.csv", "wsol.csv", "wsol.md"):
         assert (analysis_dir / name).is_file(), name
     wsol = {r["method"]: r for r in results["wsol"]["rows"]}
-    assert list(wsol) == ["flrdf", "plain", "gradcam"] and results["wsol"]["n_box"] == 12
+    assert list(wsol) == ["flrdf", "plain", "paper", "paper_x", "gradcam"] and results["wsol"]["n_box"] == 12
     for r in wsol.values():
         assert r["max_box_acc_v2"] == pytest.approx(np.mean([r["max_box_acc_iou30"], r["max_box_acc_iou50"],
                                                              r["max_box_acc_iou70"]]), abs=1e-5)

@@ -77,8 +77,10 @@ def test_analyze_job_and_its_view(finished):
     assert len(out["rescued"]) == min(counts["object_only"], 12)
     assert len(out["broken"]) == min(counts["raw_only"], 12)
     # tiny_run trains the demo config, whose FL map is layer2's DDT map
-    assert [r[0] for r in out["wsol"]["data"]] == ["FLRDF (layer2, no suppression, DDT)", "plain map (no suppression)",
-                                                   "Grad-CAM"]
+    assert [r[0] for r in out["wsol"]["data"]] == ["FLRDF (layer2, no suppression, DDT; beyond the paper)",
+                                                   "plain map (no suppression)",
+                                                   "paper's map X' (layer4 channel mean, after suppression)",
+                                                   "X (layer4 channel mean, before suppression)", "Grad-CAM"]
     assert {Path(f).name for f in out["files"]} >= {"predictions.csv", "results.json", "wsol.csv"}
 
 
@@ -135,7 +137,7 @@ def test_browser_shows_confusion_plot_and_galleries(setup, finished, tmp_path_fa
         img.wait_for(state="visible", timeout=120_000)
         assert page.evaluate("e => e.complete && e.naturalWidth > 0", img.element_handle())
         # the dataframe also keeps hidden copies of its cells: wait for the one on screen
-        page.locator("#an-wsol").get_by_text("FLRDF (layer2, no suppression, DDT)").filter(visible=True).first.wait_for()
+        page.locator("#an-wsol").get_by_text("FLRDF (layer2, no suppression, DDT; beyond the paper)").filter(visible=True).first.wait_for()
         results = json.loads((Path(folder) / "results.json").read_text())
         gallery = "#an-pair-gallery" if results["pairs"] else "#an-rescued"
         page.locator(f"{gallery} img").first.wait_for(state="visible", timeout=60_000)

@@ -103,7 +103,7 @@ def test_evaluate_tab_in_the_browser(page, studio, tmp_path_factory, request):
     limit.press("Tab")
     page.locator("#eval-run").click()
     page.locator("#eval-message", has_text="background").wait_for()
-    page.locator("#eval-table").get_by_text("FLRDF (layer2, no suppression, DDT)").filter(visible=True).first.wait_for(timeout=120_000)
+    page.locator("#eval-table").get_by_text("FLRDF (layer2, no suppression, DDT; beyond the paper)").filter(visible=True).first.wait_for(timeout=120_000)
     page.locator("#eval-progress", has_text="finished").wait_for()
     assert page.locator("#eval-gallery img").count() >= 1
     page.locator("#eval-sweep img").first.wait_for(state="visible")

@@ -11,7 +11,8 @@ from flrdf.boxes import box_iou
 from flrdf.cams import box_grid, cam_boxes, compute_cams
 from flrdf.engine.evaluate import evaluate
 from flrdf.engine.loaders import eval_loader, records_for
-from flrdf.engine.localization import CENTRE_KEY, FLRDF_KEY, FLRDF_MAP_KEY, PLAIN_KEY, TAUS, evaluate_localization
+from flrdf.engine.localization import (CENTRE_KEY, FLRDF_KEY, FLRDF_MAP_KEY, PAPER_KEY, PAPER_X_KEY, PLAIN_KEY, TAUS,
+                                       evaluate_localization)
 from flrdf.engine.loc_report import main as loc_eval_main, read_results
 from flrdf.engine.step import precision_for
 
@@ -47,7 +48,7 @@ def test_rows_agree_with_the_engine_and_the_cam_module(loc_setup):
     res = evaluate_localization(model, loader, methods=METHODS, records=loader.dataset.records, worst_k=4)
     s = res.summary
     # the demo config refines its boxes (GrabCut): the map's own box gets a row of its own
-    assert s["methods"] == [FLRDF_KEY, FLRDF_MAP_KEY, PLAIN_KEY, *METHODS, CENTRE_KEY] and s["n"] == s["n_box"] == 12
+    assert s["methods"] == [FLRDF_KEY, FLRDF_MAP_KEY, PLAIN_KEY, PAPER_KEY, PAPER_X_KEY, *METHODS, CENTRE_KEY] and s["n"] == s["n_box"] == 12
     assert s["box_refine"] == "grabcut"
     rows = {r["method"]: r for r in s["rows"]}
     # FLRDF's row at the model's tau is exactly the engine's own localization accuracy and mean IoU
@@ -96,8 +97,10 @@ def test_cli_writes_a_citable_folder(loc_setup, capsys):
                         "--device", "cpu", "--out", str(out)])
     assert rc == 0
     printed = capsys.readouterr().out
-    assert "| FLRDF (layer2, no suppression, DDT) + GrabCut |" in printed and "centre box" in printed  # the demo config's
-    assert "| FLRDF (layer2, no suppression, DDT), map box unrefined |" in printed
+    # the demo config's box source, named beyond the paper, beside the paper's own map
+    assert "| FLRDF (layer2, no suppression, DDT; beyond the paper) + GrabCut |" in printed and "centre box" in printed
+    assert "| FLRDF (layer2, no suppression, DDT; beyond the paper), map box unrefined |" in printed
+    assert "| paper's map X' (layer4 channel mean, after suppression) |" in printed
     for name in ("results.json", "table.csv", "table.md", "per_image.csv", "loc_bar.png", "tau_sweep.png",
                  "worst/00.png", "worst/02.png"):
         assert (out / name).is_file(), name
