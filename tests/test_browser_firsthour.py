@@ -161,7 +161,7 @@ def test_dataset_browser_shows_boxes_and_sends_to_inspect(page, fresh, tmp_path_
     gallery.locator("img").first.click()
     page.locator("#browse-sent", has_text="Sent").wait_for(timeout=60_000)
     page.locator("#inspect-image img").first.wait_for(state="visible", timeout=60_000)
-    page.locator("#inspect-run").click()
+    # sent from the Data tab, the image is inspected there with no further click
     page.locator("#inspect-status", has_text="IoU with ground truth").wait_for(timeout=120_000)
     _no_error_toast(page)
     shoot(page, "first_inspect", tmp_path_factory)

@@ -106,7 +106,8 @@ def test_cli_writes_a_citable_folder(loc_setup, capsys):
         assert (out / name).is_file(), name
     results = read_results(out)
     assert results["n"] == 7 and results["split"] == "test" and results["source"].endswith("tiny.safetensors")
-    assert [r["method"] for r in results["rows"]] == [FLRDF_KEY, FLRDF_MAP_KEY, PLAIN_KEY, "gradcam", CENTRE_KEY]
+    assert [r["method"] for r in results["rows"]] == [FLRDF_KEY, FLRDF_MAP_KEY, PLAIN_KEY, PAPER_KEY, PAPER_X_KEY, "gradcam",
+                                                      CENTRE_KEY]
     assert len(results["worst"]) == 3 and results["command"].startswith("python -m flrdf loc-eval")
     with open(out / "table.csv") as f:
         table = list(csv.DictReader(f))
