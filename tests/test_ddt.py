@@ -278,3 +278,25 @@ def test_a_half_model_file_keeps_the_ddt_statistics_exact(tmp_path, real_batch):
     for name in ("mean", "second", "direction"):
         assert torch.equal(getattr(loaded.ddt, name), getattr(model.ddt, name)), name
     assert int(loaded.ddt.batches) == 1
+
+
+def test_runtime_amp_dtype_fp16_trains_a_ddt_model_on_the_cpu(real_batch):
+    """``runtime.amp_dtype=fp16`` forces fp16 autocast with a gradient scaler on any device (the precision of
+    GPUs without bf16, checked on the CPU): a DDT model's training step keeps finite statistics."""
+    from flrdf.engine.step import precision_for, train_step
+
+    prec = precision_for(torch.device("cpu"), True, True, "fp16")
+    assert prec.dtype is torch.float16 and prec.scaler is not None and not prec.channels_last
+    assert precision_for(torch.device("cpu"), True, True, "auto").dtype is None  # auto: AMP on CUDA only
+    assert precision_for(torch.device("cpu"), False, True, "fp16").dtype is None  # runtime.amp=false wins
+    torch.manual_seed(0)
+    model = FLRDF(ModelConfig(backbone="resnet18", pretrained=False, jigsaw_n=2, loc_layer="layer2", loc_map="ddt"), 5)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    small = torch.nn.functional.interpolate(real_batch, size=32, mode="area")  # fp16 convolutions are slow on a CPU
+    for _ in range(2):
+        terms = train_step(model.train(), small, torch.tensor([0, 1]), opt, prec)
+        assert torch.isfinite(terms["loss_total"])
+    assert int(model.ddt.batches) == 2 and all(torch.isfinite(b).all() for b in model.ddt.buffers())
+    assert torch.isclose(model.ddt.direction.norm(), torch.tensor(1.0, dtype=torch.float64))
+    with pytest.raises(ConfigError, match=re.escape("runtime.amp_dtype must be auto | bf16 | fp16, got 'half'")):
+        load_config("demo", ["runtime.amp_dtype=half"])

@@ -152,7 +152,7 @@ def _train(cfg: Config, run: RunDir, resume: bool, rank: int, world: int, device
            stop: _StopFlag) -> dict:
     is_main = rank == 0
     ddp = distributed.active()
-    prec = precision_for(device, cfg.runtime.amp, cfg.runtime.channels_last)
+    prec = precision_for(device, cfg.runtime.amp, cfg.runtime.channels_last, cfg.runtime.amp_dtype)
     _seed_everything(cfg.runtime.seed + rank, cfg.runtime.deterministic)
 
     o = cfg.optim
