@@ -62,23 +62,19 @@ class DescriptorSums(NamedTuple):
         return self.border_total / self.border_count - self.total / self.count
 
 
-def _descriptors(features: torch.Tensor) -> torch.Tensor:
-    return features.detach().float().permute(0, 2, 3, 1).reshape(-1, features.shape[1])
-
-
 def descriptor_sums(features: torch.Tensor) -> DescriptorSums:
     """:class:`DescriptorSums` of a (B, C, h, w) batch. Outside autocast: the products run in float32
     about the batch's own mean (no cancellation), the sums are returned in float64."""
     with torch.autocast(features.device.type, enabled=False):
-        d = _descriptors(features)
+        cells = features.detach().float().permute(0, 2, 3, 1)  # (B, h, w, C)
+        d = cells.reshape(-1, features.shape[1])
         n = d.shape[0]
         mu = d.mean(dim=0)
         centred = d - mu
         gram = (centred.T @ centred).double() + n * torch.outer(mu.double(), mu.double())
-        h, w = features.shape[-2:]
-        border = torch.ones(h, w, dtype=torch.bool, device=features.device)
+        border = torch.ones(cells.shape[1:3], dtype=torch.bool, device=features.device)
         border[1:-1, 1:-1] = False
-        edge = features.detach().float().permute(0, 2, 3, 1)[:, border]  # (B, cells, C)
+        edge = cells[:, border]  # (B, border cells, C)
         m = edge.shape[0] * edge.shape[1]
         f64 = {"dtype": torch.float64, "device": d.device}
         return DescriptorSums(torch.tensor(float(n), **f64), mu.double() * n, gram, torch.tensor(float(m), **f64),
