@@ -94,6 +94,8 @@ class LossConfig:
 class RuntimeConfig:
     device: str = "auto"             # auto | cpu | cuda | cuda:N
     amp: bool = True                 # on CUDA: bf16 where supported, else fp16 with a scaler
+    amp_dtype: str = "auto"          # auto (as above, CUDA only) | bf16 | fp16: that autocast dtype on any
+                                     # device, fp16 with a scaler (V100/T4 precision on any GPU, or CPU)
     channels_last: bool = True
     compile: bool = False
     seed: int = 0
@@ -306,6 +308,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError("optim.epochs and optim.batch_size must be >= 1")
     if o.schedule not in ("cosine", "constant"):
         raise ConfigError(f"optim.schedule must be cosine | constant, got {o.schedule!r}")
+    if cfg.runtime.amp_dtype not in ("auto", "bf16", "fp16"):
+        raise ConfigError(f"runtime.amp_dtype must be auto | bf16 | fp16, got {cfg.runtime.amp_dtype!r}")
 
 
 def dump_config(cfg: Config) -> str:

@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
 # GPU checks in one run. Default (a few minutes on one H100/H200): the engine's GPU-only paths
 # (issue 13) - AMP bf16 and fp16+GradScaler, channels_last, torch.compile, a 1-GPU torchrun run
-# under NCCL through a full evaluation, and its --resume under torchrun - written as ONE JSON,
+# under NCCL through a full evaluation, and its --resume under torchrun - and (issue 22) a 2-rank
+# DDP run whose ranks must agree (parameters and DDT statistics), FLRDF vs baseline throughput on
+# ResNet-50 / 448 / bf16 / channels_last (ratios, ideal 1/3 and 1/2), and two epochs of the paper
+# config at 448 px with the DDT map under fp16 autocast (nothing NaN) - written as ONE JSON,
 # docs/results/gpu_check.json (each check: ok / error text / figures; a failure never stops the
-# others). scripts/gpu_check.py lists them; `--device cpu --skip compile` smoke-tests it without a GPU.
+# others). scripts/gpu_check.py lists them. `--device cpu --skip compile` (or `--tiny`) runs every
+# check shrunk to CPU minutes as a test of the script; that JSON goes to $OUT/gpu_check/, never to docs/.
 #
 # BENCH=1 also runs every GPU measurement of docs/PERFORMANCE.md (about 6-8 minutes more): FLRDF vs
 # baseline throughput at resnet18/224 and resnet50/448 (AMP + channels_last, data pipeline
@@ -16,7 +20,7 @@ mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/device.txt" || true
 python scripts/gpu_check.py --out docs/results/gpu_check.json --work "$OUT/gpu_check" "$@"
 check_rc=$?
-[ "$check_rc" -eq 0 ] || echo "gpu_check: some checks failed - see docs/results/gpu_check.json" >&2
+[ "$check_rc" -eq 0 ] || echo "gpu_check: some checks failed - see the JSON named above" >&2
 if [ "${BENCH:-0}" != "1" ]; then
   exit "$check_rc"
 fi

@@ -201,7 +201,7 @@ def test_ddp_two_processes_gloo_agree(demo_root, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     status = json.loads((run / "status.json").read_text())
     assert status["state"] == "finished" and status["world_size"] == 2
-    sums = status["rank_checksums"]
+    sums = status["rank_checksums"]  # parameters and the demo's DDT statistics (all-reduced at each update)
     assert len(sums) == 2 and sums[0] == sums[1]
     assert status["final"]["n"] == 12  # sharded evaluation covers the split exactly once
 

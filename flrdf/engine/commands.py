@@ -141,7 +141,7 @@ def eval_main(argv: list[str]) -> int:
             return _fail(f"the {split} split has {len(loader.dataset.class_names)} classes, "
                          f"the checkpoint {len(loaded.class_names)}")
         loaded.model.cfg.tau = args.tau if args.tau is not None else loaded.model.cfg.tau
-        prec = precision_for(device, cfg.runtime.amp, cfg.runtime.channels_last)
+        prec = precision_for(device, cfg.runtime.amp, cfg.runtime.channels_last, cfg.runtime.amp_dtype)
         if prec.channels_last:
             loaded.model.to(memory_format=torch.channels_last)
         from tqdm import tqdm

@@ -51,7 +51,14 @@ class Precision:
             " channels_last" if self.channels_last else "")
 
 
-def precision_for(device: torch.device, amp: bool = True, channels_last: bool = True) -> Precision:
+def precision_for(device: torch.device, amp: bool = True, channels_last: bool = True,
+                  amp_dtype: str = "auto") -> Precision:
+    """``amp_dtype`` (``runtime.amp_dtype``): ``auto`` = AMP on CUDA only, bf16 where supported, else fp16
+    with a scaler; ``bf16`` / ``fp16`` = that autocast dtype on any device (fp16 with a scaler)."""
+    if amp and amp_dtype == "bf16":
+        return Precision(device, torch.bfloat16, None, channels_last and device.type == "cuda")
+    if amp and amp_dtype == "fp16":
+        return Precision(device, torch.float16, torch.amp.GradScaler(device.type), channels_last and device.type == "cuda")
     if device.type != "cuda" or not amp:
         return Precision(device, None, None, channels_last and device.type == "cuda")
     if torch.cuda.is_bf16_supported():

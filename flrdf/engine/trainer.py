@@ -152,7 +152,7 @@ def _train(cfg: Config, run: RunDir, resume: bool, rank: int, world: int, device
            stop: _StopFlag) -> dict:
     is_main = rank == 0
     ddp = distributed.active()
-    prec = precision_for(device, cfg.runtime.amp, cfg.runtime.channels_last)
+    prec = precision_for(device, cfg.runtime.amp, cfg.runtime.channels_last, cfg.runtime.amp_dtype)
     _seed_everything(cfg.runtime.seed + rank, cfg.runtime.deterministic)
 
     o = cfg.optim
@@ -350,8 +350,10 @@ def _train(cfg: Config, run: RunDir, resume: bool, rank: int, world: int, device
 
 
 def _rank_checksums(model) -> list[float]:
-    """Sum of all parameters on every rank - equal when DDP kept the replicas in sync."""
-    total = torch.stack([p.detach().double().sum() for p in model.parameters()]).sum().reshape(1)
+    """Sum of all parameters and DDT statistics on every rank - equal when DDP kept the replicas in sync
+    (the DDT moments are all-reduced at each update, flrdf.ddt)."""
+    kept = list(model.parameters()) + (list(model.ddt.buffers()) if getattr(model, "ddt", None) is not None else [])
+    total = torch.stack([t.detach().double().sum() for t in kept]).sum().reshape(1)
     total = total.to(distributed.collective_device(model))
     gathered = [torch.zeros_like(total) for _ in range(dist.get_world_size())]
     dist.all_gather(gathered, total)
