@@ -126,6 +126,10 @@ def test_predictions_csv_and_the_views(analysis_dir, tiny_run):
                                                              r["max_box_acc_iou70"]]), abs=1e-5)
         assert all(np.isfinite(r[k]) for k in ("road_morf", "road_lerf", "cam_mult_conf_change"))
     assert results["wsol"]["faith_n"] == 3
+    # wsolevaluation's step by default: 1,000 thresholds, recorded, and named in wsol.md
+    assert results["wsol"]["thresholds"] == {"start": 0.0, "count": 1000, "step": 0.001, "name": "reference"}
+    assert results["wsol"]["frame"] == 224 and results["wsol"]["model_input"] == [results["image_size"]] * 2
+    assert "1000 thresholds (step 0.001, reference)" in (analysis_dir / "wsol.md").read_text()
 
 
 def _gradcam_at_grid(model, images, labels):
