@@ -101,7 +101,7 @@ def to_input_size(maps, hw: tuple[int, int]) -> np.ndarray:
     """(B, h, w) maps -> (B, H, W) float32 in [0, 1], bilinear (half-pixel centres), min-max per image."""
     from flrdf.boxes import normalize_maps
 
-    maps = torch.as_tensor(np.asarray(maps, dtype=np.float32)) if not isinstance(maps, torch.Tensor) else maps
+    maps = torch.as_tensor(np.asarray(maps, dtype=np.float32))
     up = F.interpolate(maps[:, None].float(), size=hw, mode="bilinear", align_corners=False)[:, 0]
     return normalize_maps(up).numpy().astype(np.float32)
 
