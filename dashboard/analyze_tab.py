@@ -13,7 +13,7 @@ mean and spread with each seed as a dot, the overlaid loss curves
 (``dashboard.curves.loss_figure``) and a CSV export.
 
 Public API endpoints: ``/analyze`` (source, split, root, methods, limit,
-faithfulness_limit) -> message, result folder; ``/analysis_view`` (folder) ->
+faithfulness_limit, wsol_step) -> message, result folder; ``/analysis_view`` (folder) ->
 progress, summary, per-class table, charts, galleries, MaxBoxAccV2 table, files;
 ``/compare_runs`` (runs) -> diff table, metrics table, variant table, loss figure,
 variant figure, CSV file. Every client-named source, split, folder and run goes
@@ -38,6 +38,7 @@ from dashboard.evaluate_tab import _read_rgb, folder_views, progress_html
 from dashboard.paths import PathError, check_slug, within
 from flrdf.cams import DEFAULT_METHODS, METHODS
 from flrdf.engine.analyze import default_out, read_results, wsol_label
+from flrdf.engine.wsol_eval import protocol_text
 
 TICK_S = 1.0
 KIND = "analysis"
@@ -88,8 +89,7 @@ def summary_markdown(results: dict, folder: Path) -> str:
              + ", ".join(names[c] for c in blk["classes"][:12]) + ("..." if len(blk["classes"]) > 12 else "") + ".\n\n")
     w = results.get("wsol")
     if w:
-        text += (f"MaxBoxAccV2: wsolevaluation's protocol ({w['frame']} x {w['frame']} full frame, bicubic, min-max, "
-                 f"{w['thresholds']['count']} thresholds, every contour; {w['n_box']} images); faithfulness on "
+        text += (f"MaxBoxAccV2: wsolevaluation's protocol ({protocol_text(w)}; {w['n_box']} images); faithfulness on "
                  f"{w['faith_n']} images (pytorch_grad_cam.metrics). Anchors on CUB with ResNet-50: vanilla CAM about "
                  "63, centre box 59.7.\n\n")
     return text + f"Saved in `{folder}`; {results.get('elapsed_s')} s."
@@ -161,6 +161,9 @@ def build_analyze_tab(ctx: DashboardContext):
             methods = gr.CheckboxGroup([(m.label + (" (slow)" if m.slow else ""), k) for k, m in METHODS.items()],
                                        value=list(DEFAULT_METHODS), label="CAMs for MaxBoxAccV2 / faithfulness",
                                        elem_id="an-methods")
+            wsol_step = gr.Radio([("reference: step 0.001, 1,000 thresholds (wsolevaluation's)", "reference"),
+                                  ("fast: step 0.01, 100 thresholds", "fast")], value="reference",
+                                 label="MaxBoxAccV2 thresholds", elem_id="an-wsol-step")
             with gr.Row():
                 run_btn = gr.Button("Analyze", variant="primary", elem_id="an-run")
                 rescan = gr.Button("Rescan", size="sm")
@@ -206,8 +209,9 @@ def build_analyze_tab(ctx: DashboardContext):
     shown = gr.State({})
     timer = gr.Timer(TICK_S)
 
-    def analyze(source, split, root, methods, limit, faithfulness_limit):
-        """Start ``python -m flrdf analyze`` in the background; returns a message and the result folder."""
+    def analyze(source, split, root, methods, limit, faithfulness_limit, wsol_step="reference"):
+        """Start ``python -m flrdf analyze`` in the background; returns a message and the result folder.
+        ``wsol_step``: MaxBoxAccV2's threshold step, ``reference`` (0.001) or ``fast`` (0.01)."""
         src, split_name, root_text, method_keys = str(source or "").strip(), split, root, methods
         limit_value, faith_value = limit, faithfulness_limit
         if not src:
@@ -228,6 +232,9 @@ def build_analyze_tab(ctx: DashboardContext):
             raise _error("images and faithfulness images must be whole numbers.") from None
         if n_limit < 0 or n_faith < 0:
             raise _error("images and faithfulness images must be 0 or more.")
+        step = str(wsol_step or "reference")
+        if step not in ("reference", "fast"):
+            raise _error(f"MaxBoxAccV2 thresholds must be 'reference' or 'fast', got {step!r}.")
         run = file.parent.parent if file.parent.name == "checkpoints" else None
         path = run if run is not None and file.name == "last.pt" and (run / "config.yaml").is_file() else file
         overrides = [f"data.root={root_text.strip()}"] if str(root_text or "").strip() else []
@@ -238,7 +245,8 @@ def build_analyze_tab(ctx: DashboardContext):
             out = runs_dir / KIND / f"{path.stem}-{out.name}"
         n = jobs.auto_threads(R.running_count(runs_dir))
         try:
-            pid = jobs.launch_analyze(str(path), out, split_name, overrides, keys, n_limit or None, n, n_faith)
+            pid = jobs.launch_analyze(str(path), out, split_name, overrides, keys, n_limit or None, n, n_faith,
+                                      wsol_step=step)
         except jobs.JobError as exc:
             raise _error(str(exc)) from None
         return f"Analyzing in the background (pid {pid}, {n} thread{'s' if n > 1 else ''}) -> `{out}`", str(out)
@@ -325,7 +333,7 @@ def build_analyze_tab(ctx: DashboardContext):
         return diff_table, metrics_table, var_table, loss, variant_figure(stats), str(csv_file)
 
     started = gr.Textbox(visible=False)
-    run_btn.click(analyze, [source, split, root, methods, limit, faith], [message, started], api_name="analyze",
+    run_btn.click(analyze, [source, split, root, methods, limit, faith, wsol_step], [message, started], api_name="analyze",
                   concurrency_limit=2).then(
         lambda f: (gr.Dropdown(choices=_folders(), value=f), {}), started, [saved, shown], api_visibility="private")
     saved.input(view_quiet, saved, view_outputs, api_visibility="private")

@@ -152,23 +152,27 @@ def hooked_pass(wrapper: RawBranch, images: torch.Tensor, targets: list) -> _Rec
 
 
 def _method_maps(method: CamMethod, wrapper: RawBranch, images: torch.Tensor, targets: list,
-                 recorded: _Recorded) -> np.ndarray:
+                 recorded: _Recorded, at_grid: bool = False) -> np.ndarray:
     cam = method.cls(wrapper, [wrapper.target_layer])
     cam.activations_and_grads.release()  # its own hooks: never used
     cam.activations_and_grads = recorded
+    if at_grid:  # the library's scale_cam_image then min-max normalises without resizing
+        cam.get_target_width_height = lambda _input: None
     if method.key == "scorecam":
         cam.batch_size = SCORECAM_BATCH
     return cam.aggregate_multi_layers(cam.compute_cam_per_layer(images, targets, False))
 
 
 def compute_cams(model: nn.Module, images: torch.Tensor, targets, methods=DEFAULT_METHODS,
-                 timings: dict[str, float] | None = None) -> dict[str, np.ndarray]:
+                 timings: dict[str, float] | None = None, at_grid: bool = False) -> dict[str, np.ndarray]:
     """CAMs of ``methods`` for each image's target class: ``{method: float32 (B, H, W) in [0, 1]}``.
 
     ``model`` is an FLRDF (eval mode), ``images`` a normalised (B, 3, H, W) batch on
     the model's device, ``targets`` B class ids. One hooked forward+backward
     serves every method. ``timings`` (optional) receives milliseconds per stage:
-    ``pass`` and one entry per method.
+    ``pass`` and one entry per method. ``at_grid``: each CAM at the target layer's
+    resolution (B, h, w), the method's own map (ReLU, min-max) before grad-cam
+    upsamples it to the input - what MaxBoxAccV2 resizes to its frame.
     """
     keys = check_methods(methods)
     if not keys:
@@ -183,7 +187,7 @@ def compute_cams(model: nn.Module, images: torch.Tensor, targets, methods=DEFAUL
         out = {}
         for key in keys:
             t0 = time.perf_counter()
-            out[key] = _method_maps(METHODS[key], wrapper, images, tgts, recorded)
+            out[key] = _method_maps(METHODS[key], wrapper, images, tgts, recorded, at_grid)
             if timings is not None:
                 timings[key] = (time.perf_counter() - t0) * 1000
     return out

@@ -126,29 +126,82 @@ def test_predictions_csv_and_the_views(analysis_dir, tiny_run):
                                                              r["max_box_acc_iou70"]]), abs=1e-5)
         assert all(np.isfinite(r[k]) for k in ("road_morf", "road_lerf", "cam_mult_conf_change"))
     assert results["wsol"]["faith_n"] == 3
+    # wsolevaluation's step by default: 1,000 thresholds, recorded, and named in wsol.md
+    assert results["wsol"]["thresholds"] == {"start": 0.0, "count": 1000, "step": 0.001, "name": "reference"}
+    assert results["wsol"]["frame"] == 224 and results["wsol"]["model_input"] == [results["image_size"]] * 2
+    assert "1000 thresholds (step 0.001, reference)" in (analysis_dir / "wsol.md").read_text()
 
 
-def test_faithfulness_is_the_librarys_own_numbers(tiny_run, demo_root):
-    """evaluate_wsol's faithfulness equals calling pytorch_grad_cam.metrics directly on the same maps."""
-    from pytorch_grad_cam.metrics.cam_mult_image import CamMultImageConfidenceChange
-    from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget
+def _gradcam_at_grid(model, images, labels):
+    """Grad-CAM at layer4's resolution from its definition (ReLU of the gradient-weighted channel sum)."""
+    from flrdf.cams import RawBranch
 
-    from flrdf.cams import RawBranch, compute_cams
+    acts = []
+    hook = model.backbone.layer4.register_forward_hook(lambda _m, _i, out: acts.append(out))
+    try:
+        with torch.enable_grad():
+            logits = RawBranch(model)(images)
+            grads = torch.autograd.grad(logits[torch.arange(len(labels)), torch.as_tensor(labels)].sum(), acts[0])[0]
+    finally:
+        hook.remove()
+    model.zero_grad(set_to_none=True)
+    return torch.relu((grads.mean(dim=(2, 3), keepdim=True) * acts[0].detach()).sum(dim=1)).numpy()
+
+
+def test_every_map_is_scored_from_its_grid_by_the_protocol(tiny_run, demo_root):
+    """evaluate_wsol against the independent protocol (tests/wsol_reference.py): each map taken at its own grid
+    resolution - FLRDF's and the plain map from model.maps, Grad-CAM computed here from its definition - goes
+    once, bicubically, to the 224 frame; boxes come from the original image's pixels. Faithfulness's
+    map x image confidence change is the raw branch's softmax change, computed here, with each grid map
+    brought to the input by bilinear resizing and min-max (cv2, not the library)."""
+    import cv2
+    from PIL import Image
+
+    from flrdf.cams import RawBranch
     from flrdf.config import apply_overrides
     from flrdf.engine.checkpoint import load_model
     from flrdf.engine.loaders import records_for
-    from flrdf.engine.wsol_eval import faithfulness, wsol_loader
+    from flrdf.engine.wsol_eval import evaluate_wsol, wsol_loader
+    from wsol_reference import protocol_best_ious, protocol_max_box_acc
 
     loaded = load_model(tiny_run, "cpu")
+    model = loaded.model.eval()
     cfg = apply_overrides(loaded.config, [f"data.root={demo_root}"])
-    batch = next(iter(wsol_loader(records_for(cfg.data, "test"), cfg.data.image_size, 3)))
-    labels = batch["label"].tolist()
-    maps = compute_cams(loaded.model, batch["image"], labels, ["gradcam"])
-    got = faithfulness(loaded.model, batch["image"], labels, maps)["gradcam"]["cam_mult_conf_change"]
-    want = CamMultImageConfidenceChange()(batch["image"], maps["gradcam"],
-                                          [ClassifierOutputSoftmaxTarget(t) for t in labels],
-                                          RawBranch(loaded.model).eval())
-    assert got == pytest.approx(np.ravel(want).tolist(), abs=1e-6)
+    data = records_for(cfg.data, "test")
+    assert not data.crop_bottom and all(r.box is not None for r in data.records)
+    got = evaluate_wsol(model, wsol_loader(data, cfg.data.image_size, 5), methods=["gradcam"], step="fast",
+                        faith_limit=3)
+    assert got["thresholds"] == {"start": 0.0, "count": 100, "step": 0.01, "name": "fast"}
+    assert got["frame"] == 224 and got["model_input"] == [cfg.data.image_size] * 2 and got["n_box"] == 12
+    batch = next(iter(wsol_loader(data, cfg.data.image_size, 12)))
+    images, labels = batch["image"], batch["label"].tolist()
+    with torch.no_grad():
+        flrdf_map, plain_map = (m.numpy() for m in model.maps(images))
+    grid = {"flrdf": flrdf_map, "plain": plain_map, "gradcam": _gradcam_at_grid(model, images, labels)}
+    assert [r["method"] for r in got["rows"]] == list(grid)
+    for row in got["rows"]:
+        key = row["method"]
+        every, largest = [], []
+        for rec, cam in zip(data.records, grid[key]):
+            wh = Image.open(rec.path).size
+            every.append(protocol_best_ious(cam, [rec.box], wh, 0.01))
+            largest.append(protocol_best_ious(cam, [rec.box], wh, 0.01, largest_only=True))
+        want = protocol_max_box_acc(every)
+        assert {k: row[k] for k in want} == pytest.approx(want, abs=1e-6), key
+        assert row["max_box_acc_v2_largest"] == pytest.approx(protocol_max_box_acc(largest)["max_box_acc_v2"],
+                                                              abs=1e-6), key
+    # faithfulness: p(class | image * map) - p(class | image) on the raw branch, the first 3 images
+    x, t = images[:3], labels[:3]
+    with torch.no_grad():
+        before = torch.softmax(RawBranch(model)(x), 1)[torch.arange(3), t]
+    size = (x.shape[-1], x.shape[-2])
+    for row in got["rows"]:
+        up = np.stack([cv2.resize(m.astype(np.float32), size, interpolation=cv2.INTER_LINEAR) for m in grid[row["method"]][:3]])
+        lo, hi = up.min(axis=(1, 2), keepdims=True), up.max(axis=(1, 2), keepdims=True)
+        at_input = np.where(hi > lo, (up - lo) / np.where(hi > lo, hi - lo, 1), 0).astype(np.float32)
+        with torch.no_grad():
+            after = torch.softmax(RawBranch(model)(x * torch.from_numpy(at_input)[:, None]), 1)[torch.arange(3), t]
+        assert row["cam_mult_conf_change"] == pytest.approx(float((after - before).mean()), abs=1e-4), row["method"]
 
 
 def test_loc_eval_table_carries_max_box_acc_v2_beside_the_largest_region_figure(tiny_run, demo_root, tmp_path):

@@ -45,7 +45,7 @@ def finished(client, setup):
     """One analysis launched through /analyze and polled through /analysis_view until finished."""
     _, runs_dir, root, a, _ = setup
     msg, folder = client.predict(source=str(a), split="test", root=str(root), methods=["gradcam"],
-                                 limit=0, faithfulness_limit=2, api_name="/analyze")
+                                 limit=0, faithfulness_limit=2, wsol_step="fast", api_name="/analyze")
     assert "Analyzing in the background" in msg and Path(folder).parent == a / "analysis"
     deadline = time.monotonic() + 600
     while True:
@@ -82,6 +82,9 @@ def test_analyze_job_and_its_view(finished):
                                                    "paper's map X' (layer4 channel mean, after suppression)",
                                                    "X (layer4 channel mean, before suppression)", "Grad-CAM"]
     assert {Path(f).name for f in out["files"]} >= {"predictions.csv", "results.json", "wsol.csv"}
+    # the fast threshold step was asked for: the job ran it, the results and the summary say so
+    assert results["wsol"]["thresholds"] == {"start": 0.0, "count": 100, "step": 0.01, "name": "fast"}
+    assert "100 thresholds (step 0.01, fast)" in out["summary"]
 
 
 def test_saved_analysis_is_shown_again_without_recomputation(client, finished):
@@ -105,6 +108,9 @@ def test_analyze_refuses_bad_input(client, setup, tmp_path):
     with pytest.raises(AppError, match="split must be a plain name"):
         client.predict(source=str(setup[3]), split="../x", root="", methods=[], limit=0,
                        faithfulness_limit=0, api_name="/analyze")
+    with pytest.raises(AppError, match="not in the list of choices"):   # the Radio refuses it
+        client.predict(source=str(setup[3]), split="test", root="", methods=[], limit=0,
+                       faithfulness_limit=0, wsol_step="slow", api_name="/analyze")
 
 
 def test_compare_runs(client, setup):

@@ -144,3 +144,34 @@ def test_cam_boxes_follow_the_flrdf_rule():
     assert flat.tolist() == [[0, 0, 8, 8]]  # a constant map: the whole image
     with pytest.raises(TypeError, match="BoxGrid"):
         cam_boxes({"a": m}, tau=0.5, grid=(16, 16))
+
+
+def test_at_grid_is_the_layer4_cam_before_upsampling(model):
+    """``at_grid=True``: Grad-CAM at layer4's resolution, written out here from its definition - ReLU of the
+    channel sum of the activations weighted by their spatially averaged gradients, min-max per image; and it
+    is what grad-cam itself upsamples (bilinear, then min-max) to the input-size CAM."""
+    import cv2
+
+    torch.manual_seed(1)
+    images = torch.randn(2, 3, 128, 160)         # a 4 x 5 layer4 grid whose CAMs for these classes are not all 0
+    targets = [4, 3]
+    grid = compute_cams(model, images, targets, ["gradcam", "eigencam"], at_grid=True)
+    acts = []
+    hook = model.backbone.layer4.register_forward_hook(lambda _m, _i, out: acts.append(out))
+    try:
+        logits = RawBranch(model)(images)
+    finally:
+        hook.remove()
+    grads = torch.autograd.grad(logits[0, 4] + logits[1, 3], acts[0])[0]
+    a = acts[0].detach()
+    raw = torch.relu((grads.mean(dim=(2, 3), keepdim=True) * a).sum(dim=1))
+    flat = raw.flatten(1)
+    want = ((flat - flat.amin(1, keepdim=True)) / (flat.amax(1, keepdim=True) - flat.amin(1, keepdim=True)))
+    h, w = a.shape[-2:]
+    assert grid["gradcam"].shape == (2, h, w) == grid["eigencam"].shape and (h, w) == (4, 5)
+    np.testing.assert_allclose(grid["gradcam"], want.view(2, h, w).numpy(), atol=1e-5)
+    model.zero_grad(set_to_none=True)
+    full = compute_cams(model, images, targets, ["gradcam"])["gradcam"]
+    for g, f in zip(grid["gradcam"], full):
+        up = cv2.resize(g, (160, 128), interpolation=cv2.INTER_LINEAR)
+        np.testing.assert_allclose((up - up.min()) / (up.max() - up.min()), f, atol=1e-5)

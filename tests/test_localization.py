@@ -75,13 +75,7 @@ def test_rows_agree_with_the_engine_and_the_cam_module(loc_setup):
     for key in (FLRDF_KEY, FLRDF_MAP_KEY):   # the sweep at the model's tau is the row's own loc_acc: counted once
         assert rows[key]["sweep"]["iou50"][TAUS.index(cfg.model.tau)] == pytest.approx(rows[key]["loc_acc"], abs=1e-6)
     assert rows[FLRDF_MAP_KEY]["sweep"]["iou50"][0] == pytest.approx(float((box_iou(whole, gt) >= 0.5).float().mean()), abs=1e-5)
-    # the refined row is the model's refinement of the map row's boxes, tau by tau (model's tau: one batch)
-    view = batch["source"] if "source" in batch else batch["image"]
-    with torch.no_grad():
-        out = model(batch["image"], **({"source": batch["source"]} if "source" in batch else {}))
-    assert [r["iou_flrdf"] for r in per_image] == pytest.approx(box_iou(out.boxes, batch["box"]).tolist(), abs=1e-4)
-    assert torch.equal(out.boxes, model.refine(view, out.loc_map, out.map_boxes, tuple(batch["image"].shape[-2:])))
-    assert [r["iou_flrdf_map"] for r in per_image] == pytest.approx(box_iou(out.map_boxes, batch["box"]).tolist(), abs=1e-4)
+    # (that the refined row refines the map row's boxes, tau by tau: test_refinement_by_construction)
     assert len(set(rows[CENTRE_KEY]["sweep"]["iou50"])) == 1 and rows[CENTRE_KEY]["best_tau"] is None
     # worst images: lowest FLRDF IoU first
     ious = sorted(r["iou_flrdf"] for r in res.per_image)
@@ -203,29 +197,70 @@ def test_frame_full_scores_the_whole_image_and_crop_the_centre_crop(loc_setup, c
     assert seen["default"]["rows"] == seen["full"]["rows"]
 
 
-def test_refine_all_refines_every_map_by_its_own_seeds(loc_setup):
-    """--refine-all: the plain map's and each CAM's boxes are GrabCut-refined the way FLRDF's are, each
-    seeded by its own map on the model's box grid; a model that does not refine refuses it."""
-    from flrdf.boxes import normalize_maps
-    from flrdf.cams import to_grid
-    from flrdf.refine import RefineSettings, refine_boxes
+@pytest.fixture(scope="module")
+def same_map(loc_setup):
+    """A refining model whose FL map IS the plain map (layer4, no suppression, channel mean, no upsampling):
+    whatever loc-eval does to one it must do to the other, through its own code path for each."""
+    from flrdf.config import load_config
+    from flrdf.model import FLRDF
 
-    _, _, loaded = loc_setup
-    model, cfg = loaded.model, loaded.config
-    res = evaluate_localization(model, eval_loader(cfg.data, "test", 5, 0), methods=("gradcam",), worst_k=0,
-                                refine_all=True)
-    labels = {r["method"]: r["label"] for r in res.summary["rows"]}
-    assert res.summary["refine_all"] is True
+    _, root, _ = loc_setup
+    cfg = load_config("demo", ["model.weights=null", f"data.root={root}", "data.image_size=64", "data.resize=72",
+                               "data.num_workers=0", "model.refine_size=64", "model.loc_layer=layer4",
+                               "model.suppression=none", "model.loc_map=mean", "model.map_upsample=1",
+                               "model.box_refine=grabcut"])
+    torch.manual_seed(0)
+    model = FLRDF(cfg.model, 4).eval()
+    batch = next(iter(eval_loader(cfg.data, "test", 12, 0)))
+    with torch.no_grad():
+        out = model(batch["image"])
+    assert torch.equal(out.loc_map, out.plain_map)          # the construction holds
+    run = lambda **kw: evaluate_localization(model, eval_loader(cfg.data, "test", 5, 0), worst_k=0, **kw)
+    return model, cfg, run(methods=("gradcam",)), run(methods=("gradcam",), refine_all=True)
+
+
+def _ious(res, key):
+    return [r[f"iou_{key}"] for r in res.per_image]
+
+
+def _row(res, key):
+    return next(r for r in res.summary["rows"] if r["method"] == key)
+
+
+def test_refinement_by_construction(same_map):
+    """The FL map equals the plain map, so: the map row's boxes are the plain row's (unrefined), tau by tau;
+    the FLRDF row (the model's own refinement, model.refine) equals the plain row refined by --refine-all
+    (loc-eval's refine_boxes on the plain map), tau by tau; a non-refining copy's FLRDF row is the map row;
+    and refinement does move boxes."""
+    model, cfg, plain_run, refined_run = same_map
+    assert _ious(plain_run, FLRDF_MAP_KEY) == _ious(plain_run, PLAIN_KEY)
+    assert _row(plain_run, FLRDF_MAP_KEY)["sweep"] == _row(plain_run, PLAIN_KEY)["sweep"]
+    assert _ious(refined_run, FLRDF_KEY) == _ious(refined_run, PLAIN_KEY)
+    assert _row(refined_run, FLRDF_KEY)["sweep"] == _row(refined_run, PLAIN_KEY)["sweep"]
+    assert _ious(plain_run, FLRDF_KEY) != _ious(plain_run, FLRDF_MAP_KEY)     # GrabCut changed some boxes
+    assert _row(plain_run, FLRDF_KEY)["sweep"] != _row(plain_run, FLRDF_MAP_KEY)["sweep"]
+    cfg.model.box_refine = "none"
+    try:
+        unrefined = evaluate_localization(model, eval_loader(cfg.data, "test", 5, 0), methods=(), worst_k=0)
+    finally:
+        cfg.model.box_refine = "grabcut"
+    assert _ious(unrefined, FLRDF_KEY) == _ious(plain_run, FLRDF_MAP_KEY)
+    assert _row(unrefined, FLRDF_KEY)["sweep"] == _row(plain_run, FLRDF_MAP_KEY)["sweep"]
+
+
+def test_refine_all_refines_every_map_by_its_own_seeds(same_map):
+    """--refine-all: the plain map's and each CAM's boxes are GrabCut-refined, each seeded by its own map (the
+    plain row lands exactly on the model's own refinement of the identical FL map); the FLRDF, map and centre
+    rows are untouched; a model that does not refine refuses it."""
+    model, cfg, plain_run, refined_run = same_map
+    labels = {r["method"]: r["label"] for r in refined_run.summary["rows"]}
+    assert refined_run.summary["refine_all"] is True and plain_run.summary["refine_all"] is False
     assert labels[PLAIN_KEY].endswith("+ GrabCut") and labels["gradcam"].endswith("+ GrabCut")
     assert not labels[FLRDF_MAP_KEY].endswith("+ GrabCut") and labels[FLRDF_KEY].endswith("+ GrabCut")
-    assert all(0 <= v <= 1 for r in res.summary["rows"] for sweep in r["sweep"].values() for v in sweep)
-    batch = next(iter(eval_loader(cfg.data, "test", 5, 0)))
-    grid = box_grid(model, batch["image"].shape[-2:])
-    maps = compute_cams(model, batch["image"], batch["label"], ("gradcam",))
-    cam, boxes = to_grid(maps["gradcam"], grid), cam_boxes(maps, cfg.model.tau, grid)["gradcam"]
-    view = batch["source"] if "source" in batch else batch["image"]
-    refined = refine_boxes(view, normalize_maps(cam), boxes, grid, cfg.model.tau, RefineSettings.of(cfg.model))
-    assert [r["iou_gradcam"] for r in res.per_image[:5]] == pytest.approx(box_iou(refined, batch["box"]).tolist(), abs=1e-4)
+    for key in (FLRDF_KEY, FLRDF_MAP_KEY, CENTRE_KEY):
+        assert _ious(refined_run, key) == _ious(plain_run, key), key
+    assert _ious(refined_run, PLAIN_KEY) == _ious(refined_run, FLRDF_KEY) != _ious(plain_run, PLAIN_KEY)
+    assert _row(refined_run, "gradcam")["sweep"] != _row(plain_run, "gradcam")["sweep"]  # the CAM's boxes moved
     cfg.model.box_refine = "none"
     try:
         with pytest.raises(ValueError, match="needs a refining model"):

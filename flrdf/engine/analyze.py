@@ -271,8 +271,9 @@ def write_wsol_tables(out: Path, wsol: dict) -> None:
 def wsol_markdown(wsol: dict) -> str:
     pct = lambda v: "" if v is None else f"{100 * v:.1f}"
     num = lambda v: "" if v is None else f"{v:+.4f}"
-    lines = [f"MaxBoxAccV2 (wsolevaluation protocol: full image resized to {wsol['frame']} x {wsol['frame']}, bicubic "
-             f"map resize, min-max, {wsol['thresholds']['count']} thresholds, every contour; {wsol['n_box']} images) "
+    from flrdf.engine.wsol_eval import protocol_text
+
+    lines = [f"MaxBoxAccV2 (wsolevaluation protocol: {protocol_text(wsol)}; {wsol['n_box']} images) "
              f"and faithfulness (pytorch_grad_cam.metrics, first {wsol['faith_n']} images, change in the "
              f"{wsol['faith_target']}).", "",
              "| map | MaxBoxAccV2 | @IoU .3 | @IoU .5 | @IoU .7 | largest contour only (V2 mean) | ROAD MoRF (lower better) "
@@ -299,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
     from flrdf.cams import DEFAULT_METHODS, METHODS
     from flrdf.engine.commands import add_source_args
     from flrdf.engine.loc_report import Progress
-    from flrdf.engine.wsol_eval import FAITH_LIMIT
+    from flrdf.engine.wsol_eval import FAITH_LIMIT, STEP_HELP
 
     p = argparse.ArgumentParser(prog="python -m flrdf analyze",
                                 description="Classification analysis (confusions, per-class accuracy, confused "
@@ -313,6 +314,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--methods", default=",".join(DEFAULT_METHODS),
                    help=f"CAMs scored by MaxBoxAccV2 ('' for none); known: {','.join(METHODS)}")
     p.add_argument("--no-wsol", action="store_true", help="skip MaxBoxAccV2 and faithfulness")
+    p.add_argument("--wsol-step", choices=("reference", "fast"), default="reference", help=STEP_HELP)
     p.add_argument("--faithfulness-limit", type=int, default=FAITH_LIMIT,
                    help="images scored by the grad-cam faithfulness metrics (0: none)")
     p.add_argument("--pairs", type=int, default=PAIRS, help="top confused pairs to show")
@@ -388,7 +390,8 @@ def _run(args, source: Path, out: Path, progress) -> dict:
         boxed = DatasetRecords([r for r in subset.records if r.box is not None], data.class_names, data.crop_bottom)
         with torch.inference_mode(False):
             wsol = evaluate_wsol(loaded.model, wsol_loader(boxed, cfg.data.image_size, args.batch_size, args.workers),
-                                 methods=methods, faith_limit=max(0, args.faithfulness_limit), progress=progress)
+                                 methods=methods, step=args.wsol_step, faith_limit=max(0, args.faithfulness_limit),
+                                 progress=progress)
     progress.data["phase"] = "writing"
     progress._write()
     info = {"source": str(source), "checkpoint": str(loaded.path), "config": cfg.name, "dataset": cfg.data.dataset,

@@ -198,8 +198,9 @@ def markdown_table(summary: dict) -> str:
                      f"{num(r.get('cam_mult_conf_change'))} |")
     if summary.get("wsol"):
         w = summary["wsol"]
-        lines += ["", f"MaxBoxAccV2: wsolevaluation's protocol in the full-image frame ({w['frame']} x {w['frame']}, "
-                      f"bicubic, min-max, {w['thresholds']['count']} thresholds, every contour; docs/WSOL.md); the "
+        from flrdf.engine.wsol_eval import protocol_text
+
+        lines += ["", f"MaxBoxAccV2: wsolevaluation's protocol ({protocol_text(w)}; docs/WSOL.md); the "
                       "largest-region column is this tool's own box rule. Faithfulness: pytorch_grad_cam.metrics on "
                       f"{w['faith_n']} images ({w['faith_target']})."]
     c = summary["classification"]
@@ -232,6 +233,7 @@ def _even_subset(n: int, limit: int | None) -> list[int]:
 
 def main(argv: list[str] | None = None) -> int:
     from flrdf.engine.commands import add_source_args
+    from flrdf.engine.wsol_eval import STEP_HELP
 
     p = argparse.ArgumentParser(prog="python -m flrdf loc-eval",
                                 description="Localization of FLRDF's boxes vs CAM baselines and a centre box "
@@ -254,6 +256,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="also GrabCut-refine the plain map's and every CAM's boxes, each seeded by its own map (needs a "
                         "model with model.box_refine=grabcut, or --set it): tells refinement's gain from the map's")
     p.add_argument("--no-wsol", action="store_true", help="skip MaxBoxAccV2 and faithfulness (flrdf.engine.wsol_eval)")
+    p.add_argument("--wsol-step", choices=("reference", "fast"), default="reference", help=STEP_HELP)
     p.add_argument("--faithfulness-limit", type=int, default=64, help="images scored for faithfulness (0: none)")
     argv = list(sys.argv[1:] if argv is None else argv)
     args = p.parse_args(argv)
@@ -334,7 +337,8 @@ def _run(args, source: Path, out: Path, progress: Progress) -> dict:
         with torch.inference_mode(False):
             add_to_summary(result.summary, evaluate_wsol(loaded.model, wsol_loader(boxed, cfg.data.image_size,
                                                                                    args.batch_size, args.workers),
-                                                         methods=methods, faith_limit=max(0, args.faithfulness_limit)))
+                                                         methods=methods, step=getattr(args, "wsol_step", "reference"),
+                                                         faith_limit=max(0, args.faithfulness_limit)))
     info = {"source": str(source), "checkpoint": str(loaded.path), "config": cfg.name, "dataset": cfg.data.dataset,
             "root": cfg.data.root, "split": split, "limit": args.limit, "image_size": cfg.data.image_size,
             "frame": args.frame, "resize": cfg.data.image_size if args.frame == "full" else cfg.data.resize,

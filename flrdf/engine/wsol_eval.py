@@ -1,19 +1,32 @@
 """MaxBoxAccV2 (wsolevaluation's protocol) and faithfulness for every map of a model, in the full-image frame.
 
-Each image is resized whole to the model's input size (no crop, aspect not
-kept - wsolevaluation's test transform) and its ground-truth box rescaled to the
-224 x 224 frame (``flrdf.wsol_metrics.resize_box``). For each map source
+The frame. wsolevaluation resizes each test image whole to 224 x 224 (no crop,
+aspect not kept), runs its model on it, resizes the model's map to 224 x 224
+(bicubic) and scores it against the ground-truth boxes rescaled to 224 x 224.
+Its models are trained and tested at 224; ours at ``data.image_size`` (448 in
+the paper's recipe), and a model shown images at a size it never saw would be
+scored on different maps. So each image is resized whole (bilinear, no crop) to
+the model's own input size and run through the model; everything after that is
+the protocol's: every map is scored in the 224 x 224 frame against boxes
+rescaled to it (``flrdf.wsol_metrics.resize_box``). With ``data.image_size =
+224`` this is wsolevaluation's pipeline step for step; otherwise only the
+model's input differs, and ``model_input`` in the result says so.
+
+One resize path for every map. Each source gives its map at its own grid
+resolution, before any upsampling:
 
     flrdf     FLRDF's map (channel mean of X', or of model.loc_layer's stage: the model's loc_map)
     plain     that stage's map before suppression (its channel mean)
     paper     the paper's map for every model: the channel mean of layer4's X' (after suppression)
     paper_x   the channel mean of layer4's X (before suppression)
-    <cam>     each CAM of flrdf.cams (raw branch, layer4, GT-known target class)
+    <cam>     each CAM of flrdf.cams at layer4's resolution (raw branch, GT-known target class):
+              the method's own map (ReLU, min-max) before grad-cam upsamples it to the input
 
-the map is brought to the frame (bicubic, min-max) and scored by
-``flrdf.wsol_metrics.BoxAccumulator`` (every contour, thresholds
-``np.arange(0, 1, 0.01)``, IoU 30/50/70) - and, for comparison, by the same
-accumulator keeping only the largest contour (``max_box_acc_v2_largest``).
+and every key :func:`input_maps` returns gets the same treatment: bicubic to the
+frame, min-max (``scoremap_to_frame``), scored by ``flrdf.wsol_metrics.best_ious``
+(every contour, thresholds ``np.arange(0, 1, 0.001)`` - or 0.01, the named
+``fast`` step - IoU 30/50/70); the same contours' largest one gives, for
+comparison, ``max_box_acc_v2_largest``.
 
 Faithfulness, on the first ``faith_limit`` images with a box: grad-cam's own
 ``pytorch_grad_cam.metrics`` - ROAD most-relevant-first (``ROADMostRelevantFirst``,
@@ -22,8 +35,9 @@ least-relevant-first (``ROADLeastRelevantFirst``, all but the top 20 % imputed, 
 torch's RNG seeded by ``seed``;
 higher = more faithful) and ``CamMultImageConfidenceChange`` (the image
 multiplied by the map) - each the change of the target class's softmax
-probability on the raw branch (:class:`flrdf.cams.RawBranch`), every map given
-at input resolution in [0, 1].
+probability on the raw branch (:class:`flrdf.cams.RawBranch`), every map
+brought from its grid to the input resolution the same way (bilinear, min-max,
+:func:`to_input_size`).
 """
 
 from __future__ import annotations
@@ -34,7 +48,8 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from flrdf.cams import DEFAULT_METHODS, RawBranch, check_methods, compute_cams, model_lock
-from flrdf.wsol_metrics import FRAME, BoxAccumulator, cam_thresholds, resize_box, scoremap_to_frame
+from flrdf.wsol_metrics import (FRAME, BoxAccumulator, best_ious, cam_thresholds, resize_box, scoremap_to_frame,
+                                step_name)
 
 FLRDF_KEY, PLAIN_KEY, PAPER_KEY, PAPER_X_KEY = "flrdf", "plain", "paper", "paper_x"  # as flrdf.engine.localization
 FAITH_KEYS = ("road_morf", "road_lerf", "cam_mult_conf_change")
@@ -77,10 +92,20 @@ def input_maps(model, images: torch.Tensor) -> dict[str, torch.Tensor]:
     return {k: v.cpu() for k, v in maps.items()}
 
 
-def to_input_size(maps: torch.Tensor, hw: tuple[int, int]) -> np.ndarray:
-    """(B, h, w) maps -> (B, H, W) float32 in [0, 1], bilinear, min-max per image (what grad-cam's CAMs are)."""
+def grid_maps(model, images: torch.Tensor, labels, cams) -> dict[str, np.ndarray]:
+    """Every map source at its own grid resolution: :func:`input_maps`' keys, then each CAM of ``cams``
+    (``flrdf.cams.compute_cams(at_grid=True)``); ``{key: float32 (B, h, w)}``."""
+    maps = {k: v.numpy().astype(np.float32) for k, v in input_maps(model, images).items()}
+    if cams:
+        maps.update(compute_cams(model, images, labels, cams, at_grid=True))
+    return maps
+
+
+def to_input_size(maps, hw: tuple[int, int]) -> np.ndarray:
+    """(B, h, w) maps -> (B, H, W) float32 in [0, 1], bilinear (half-pixel centres), min-max per image."""
     from flrdf.boxes import normalize_maps
 
+    maps = torch.as_tensor(np.asarray(maps, dtype=np.float32))
     up = F.interpolate(maps[:, None].float(), size=hw, mode="bilinear", align_corners=False)[:, 0]
     return normalize_maps(up).numpy().astype(np.float32)
 
@@ -104,17 +129,18 @@ def faithfulness(model, images: torch.Tensor, labels, maps: dict[str, np.ndarray
     return out
 
 
-def evaluate_wsol(model, loader, *, methods=DEFAULT_METHODS, thresholds=None, faith_limit: int = FAITH_LIMIT,
-                  progress=None, seed: int = 0) -> dict:
-    """Score every map source on ``loader`` (batches of :class:`FullFrameDataset`). Returns
-    ``{"rows": [...], "n_box", "faith_n", "frame", "thresholds"}``; rows are fractions in [0, 1]."""
+def evaluate_wsol(model, loader, *, methods=DEFAULT_METHODS, thresholds=None, step="reference",
+                  faith_limit: int = FAITH_LIMIT, progress=None, seed: int = 0) -> dict:
+    """Score every map source on ``loader`` (batches of :class:`FullFrameDataset`). ``step``: the threshold
+    step, ``'reference'`` (0.001, wsolevaluation's) or ``'fast'`` (0.01); ``thresholds`` overrides it.
+    Returns ``{"rows": [...], "n_box", "faith_n", "frame", "model_input", "thresholds", ...}``; rows are
+    fractions in [0, 1], one per map source in :func:`grid_maps`' order."""
     cams = check_methods(methods)
-    keys = [FLRDF_KEY, PLAIN_KEY, PAPER_KEY, PAPER_X_KEY, *cams]
-    th = cam_thresholds() if thresholds is None else np.asarray(thresholds)
-    every = {k: BoxAccumulator(th) for k in keys}
-    largest = {k: BoxAccumulator(th, multi_contour=False) for k in keys}
-    faith = {k: {m: [] for m in FAITH_KEYS} for k in keys}
-    faith_n = 0
+    th = cam_thresholds(step) if thresholds is None else np.asarray(thresholds, dtype=np.float64)
+    every: dict[str, BoxAccumulator] = {}
+    largest: dict[str, BoxAccumulator] = {}
+    faith: dict[str, dict[str, list]] = {}
+    faith_n, model_input = 0, None
     device = next(model.parameters()).device
     model.eval()
     torch.manual_seed(seed)  # ROAD's imputer adds random noise: the same images give the same numbers
@@ -124,40 +150,58 @@ def evaluate_wsol(model, loader, *, methods=DEFAULT_METHODS, thresholds=None, fa
         if mask.any():
             idx = mask.nonzero()[:, 0]
             sel, labels, gts = images[idx.to(device)], batch["label"][idx], batch["gt"][idx].numpy()
-            feats = input_maps(model, sel)
-            maps = {k: v.numpy() for k, v in feats.items()}
-            if cams:
-                maps.update(compute_cams(model, sel, labels, cams))
-            for key in keys:
+            model_input = list(sel.shape[-2:])
+            maps = grid_maps(model, sel, labels, cams)
+            for key, m in maps.items():
+                acc_every = every.setdefault(key, BoxAccumulator(th))
+                acc_largest = largest.setdefault(key, BoxAccumulator(th, multi_contour=False))
                 for j in range(len(idx)):
-                    frame = scoremap_to_frame(maps[key][j])
-                    every[key].add(frame, [gts[j]])
-                    largest[key].add(frame, [gts[j]])
+                    best_every, best_largest = best_ious(scoremap_to_frame(m[j]), [gts[j]], th)
+                    acc_every.add_best(best_every)
+                    acc_largest.add_best(best_largest)
             take = max(0, min(len(idx), faith_limit - faith_n))
             if take:
                 hw = tuple(sel.shape[-2:])
-                at_input = {k: (to_input_size(feats[k][:take], hw) if k in feats else maps[k][:take]) for k in keys}
+                at_input = {k: to_input_size(m[:take], hw) for k, m in maps.items()}
                 scores = faithfulness(model, sel[:take], labels[:take].tolist(), at_input)
-                for key in keys:
-                    for m in FAITH_KEYS:
-                        faith[key][m] += scores[key][m]
+                for key, per_metric in scores.items():
+                    for name, values in per_metric.items():
+                        faith.setdefault(key, {k: [] for k in FAITH_KEYS})[name] += values
                 faith_n += take
         if progress is not None:
             progress(len(batch["label"]))
     rows = []
-    for key in keys:
-        s = every[key].summary()
+    for key, acc in every.items():
+        s = acc.summary()
         row = {"method": key, **{k: v for k, v in s.items() if k != "n"},
                "max_box_acc_v2_largest": largest[key].summary().get("max_box_acc_v2")}
         for m in FAITH_KEYS:
-            row[m] = round(float(np.mean(faith[key][m])), 6) if faith[key][m] else None
+            values = faith.get(key, {}).get(m)
+            row[m] = round(float(np.mean(values)), 6) if values else None
         rows.append(row)
-    n_box = every[keys[0]].count
-    return {"rows": rows, "n_box": n_box, "faith_n": faith_n, "frame": FRAME,
+    n_box = next(iter(every.values())).count if every else 0
+    step_value = float(th[1] - th[0]) if len(th) > 1 else None
+    return {"rows": rows, "n_box": n_box, "faith_n": faith_n, "frame": FRAME, "model_input": model_input,
+            "map_resize": "each map at its own grid resolution, bicubic to the frame, min-max",
             "map_source": getattr(model, "map_source", None),
             "thresholds": {"start": float(th[0]) if len(th) else None, "count": int(len(th)),
-                           "step": float(th[1] - th[0]) if len(th) > 1 else None},
+                           "step": None if step_value is None else round(step_value, 6),
+                           "name": None if step_value is None else step_name(step_value)},
             "faith_target": "softmax probability of the ground-truth class, raw branch"}
+
+
+STEP_HELP = ("MaxBoxAccV2's threshold step: reference = 0.001, wsolevaluation's (1,000 thresholds; default); "
+             "fast = 0.01 (100 thresholds)")
+
+
+def protocol_text(wsol: dict) -> str:
+    """The settings of an ``evaluate_wsol`` result in words (tables and the dashboard)."""
+    t, frame = wsol["thresholds"], wsol["frame"]
+    inp = wsol.get("model_input")
+    step = "" if t.get("step") is None else f" (step {t['step']:g}{', ' + t['name'] if t.get('name') else ''})"
+    return (f"{frame} x {frame} full-image frame" + (f", model input {inp[0]} x {inp[1]}" if inp else "")
+            + f", every map from its own grid bicubic to the frame, min-max, {t['count']} thresholds{step}, "
+              "every contour")
 
 
 WSOL_ROW_KEYS = ("max_box_acc_v2", "max_box_acc_iou30", "max_box_acc_iou50", "max_box_acc_iou70",
@@ -182,5 +226,5 @@ def wsol_loader(data, image_size: int, batch_size: int = 16, workers: int = 0):
                       num_workers=max(0, workers))
 
 
-__all__ = ["FullFrameDataset", "evaluate_wsol", "faithfulness", "wsol_loader", "add_to_summary", "FAITH_KEYS",
+__all__ = ["FullFrameDataset", "evaluate_wsol", "grid_maps", "to_input_size", "protocol_text", "STEP_HELP", "faithfulness", "wsol_loader", "add_to_summary", "FAITH_KEYS",
            "WSOL_ROW_KEYS"]
