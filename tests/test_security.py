@@ -338,6 +338,36 @@ def test_fifo_checkpoint_is_refused_and_the_server_keeps_answering(served, examp
                 pass
 
 
+# ---------------------------------------------------------------- issue 22: the dataset root of /evaluate and /analyze
+def test_evaluate_and_analyze_read_datasets_only_under_the_allowed_roots(app, outside, tiny_model_file):
+    """A folder in dataset layout outside data/, runs/ and --allow-dir is refused as the Data tab refuses it, before
+    any job starts; one under runs/ is accepted."""
+    import shutil
+
+    _, client, base = app
+    model = base / "runs" / "root-check.safetensors"
+    shutil.copy(tiny_model_file, model)
+    (outside / "images.txt").write_text(f"1 {SECRET}/a.jpg\n")  # looks like a dataset, holds a secret
+    before = _tree(base / "runs")
+    for root in (str(outside), "/etc", f"{base}/runs/../{outside.name}", "../" * 12 + "etc"):
+        for api, args in (("/evaluate", (str(model), "test", root, ["gradcam"], None, 1)),
+                          ("/analyze", (str(model), "test", root, ["gradcam"], 1, 0))):
+            with pytest.raises(AppError, match="dataset root must be a folder under data/, runs/") as info:
+                client.predict(*args, api_name=api)
+            _no_leak(str(info.value), str(outside), str(base))
+    assert _tree(base / "runs") == before  # refused before a result folder or a job exists
+    inside = base / "runs" / "data-copy"
+    shutil.copytree(base / "demo", inside)
+    msg, folder = client.predict(str(model), "test", str(inside), ["gradcam"], None, 1, api_name="/evaluate")
+    assert "background" in msg and Path(folder).parent == base / "runs" / "eval"
+    job = json.loads((Path(folder) / jobs.JOB_FILE).read_text())
+    assert f"data.root={inside}" in job["argv"]
+    try:
+        jobs.signal_job(Path(folder), signal.SIGTERM, jobs.JOB_COMMANDS)
+    except jobs.JobError:
+        pass  # already finished
+
+
 # ---------------------------------------------------------------- 6. zombies after Stop
 def test_a_stopped_job_is_reaped(app):
     _, client, base = app
