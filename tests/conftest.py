@@ -67,8 +67,10 @@ def demo_root(tmp_path_factory) -> Path:
 def tiny_run(tmp_path_factory, demo_root) -> Path:
     """One finished, uninterrupted CLI run: ``tiny(demo_root, optim.epochs=3)``. Read-only: copy it to change it."""
     run = tmp_path_factory.mktemp("tiny_run") / "run"
+    from waits import communicate
+
     proc = run_cli(["train", "--config", "demo", "--out", str(run), *tiny_run_args(demo_root)])
-    _, err = proc.communicate(timeout=600)
+    _, err = communicate(proc, 600, "the shared tiny_run training")
     assert proc.returncode == 0, err[-3000:]
     return run
 

@@ -9,6 +9,7 @@ from gradio_client.exceptions import AppError
 
 from dashboard.context import DashboardContext
 from flrdf.cams import DEFAULT_METHODS
+from waits import wait_s
 
 OUTPUTS = ("status", "boxes", "label", "loc", "plain", "crop", "jigsaw", "top5", "gallery", "cam_table", "timing")
 
@@ -108,8 +109,9 @@ def test_two_concurrent_requests_both_succeed(dashboard_url, examples_dir):
     for t in threads:
         t.start()
     for t in threads:
-        t.join(timeout=120)
-    assert not errors and len(results) == 2
+        t.join(timeout=wait_s(120))
+    assert not any(t.is_alive() for t in threads), "a request is still waiting for its answer"
+    assert not errors and len(results) == 2, errors
     for out in results:
         assert_full_result(out)
 

@@ -17,7 +17,7 @@ import pytest
 from conftest import ROOT, run_cli, tiny
 from flrdf.config import dump_config, load_config
 from flrdf.engine.rundir import LOCK_FILE, RunLocked, run_lock_holder
-from waits import communicate, file_tail, wait_until
+from waits import communicate, wait_s, wait_until
 
 HOLD = """
 import os, sys, time
@@ -92,7 +92,7 @@ def test_resume_and_a_fresh_train_refuse_while_another_process_trains(tmp_path, 
     assert info.value.pid == proc.pid
     assert _files(run) == before
     os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait(10)
+    proc.wait(wait_s(10))
     assert run_lock_holder(run) is None  # the kernel dropped the lock with its holder
 
 
@@ -102,8 +102,21 @@ def test_a_forked_child_does_not_keep_the_run_locked(tmp_path, holder):
     proc = holder(run, fork=True)
     child = int(proc.stdout.readline())
     proc.kill()  # the trainer dies; its forked worker lives on a moment (as DataLoader workers do)
-    proc.wait(10)
+    proc.wait(wait_s(10))
     wait_until(lambda: run_lock_holder(run) is None, 10, "the lock released with its holder",
                lambda: f"holder {run_lock_holder(run)}, the child alive: {os.path.exists(f'/proc/{child}')}")
     assert os.path.exists(f"/proc/{child}")  # released while the child still ran
 
+
+
+def test_a_planted_lock_symlink_is_refused_and_not_followed(tmp_path, demo_root, capsys):
+    from flrdf.engine.commands import train_main
+
+    run, target = tmp_path / "run", tmp_path / "elsewhere.txt"
+    run.mkdir()
+    target.write_text("not yours\n")
+    (run / LOCK_FILE).symlink_to(target)
+    assert train_main(["--config", "demo", "--out", str(run), *tiny(demo_root)]) == 1
+    err = capsys.readouterr().err
+    assert f"cannot use {run} as a run directory" in err and "Traceback" not in err, err
+    assert target.read_text() == "not yours\n" and not (run / "status.json").exists()

@@ -86,7 +86,7 @@ def communicate(proc: subprocess.Popen, seconds: float, what: str = "the process
                              f"stderr:\n{tail(err)}") from None
 
 
-def run(cmd, seconds: float, what: str = "the command", **kw) -> subprocess.CompletedProcess:
+def run_command(cmd, seconds: float, what: str = "the command", **kw) -> subprocess.CompletedProcess:
     """``subprocess.run(cmd, capture_output=True, text=True, **kw)`` with a scaled timeout and a readable failure."""
     try:
         return subprocess.run(cmd, capture_output=True, text=True, timeout=wait_s(seconds), **kw)

@@ -93,6 +93,8 @@ def train_main(argv: list[str]) -> int:
         status = train(cfg, out, resume=args.resume)
     except RunLocked as exc:  # another trainer took the run between the check above and train()
         return _fail(str(exc), 1)
+    except OSError as exc:  # the run directory or its train.lock cannot be made or locked
+        return _fail(f"cannot use {out} as a run directory: {exc}", 1)
     state = status.get("state")
     if state == "failed":
         print(f"error: training failed: {status.get('error')}", file=sys.stderr)

@@ -120,11 +120,13 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False) -> dict:
         run.create()
         try:
             lock = hold_run_lock(run.path)
-        except RunLocked as exc:
+        except (RunLocked, OSError) as exc:  # held by another trainer; or not a file we may lock
             refused = exc
     if ddp:  # also the barrier: past it the run directory exists; every rank learns rank 0's verdict
-        verdict = distributed.all_gather_objects(None if refused is None else refused.pid)[0]
-        refused = None if verdict is None else RunLocked(run.path, verdict)
+        verdict = distributed.all_gather_objects(None if refused is None else (getattr(refused, "pid", None),
+                                                                              str(refused)))[0]
+        if verdict is not None and refused is None:
+            refused = RunLocked(run.path, verdict[0]) if verdict[0] is not None else OSError(verdict[1])
     if refused is not None:  # before any write: the running trainer's files stay as they are
         if dist.is_initialized():
             dist.destroy_process_group()
