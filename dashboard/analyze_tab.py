@@ -24,8 +24,6 @@ only inside its own folder.
 from __future__ import annotations
 
 import hashlib
-import shutil
-import tempfile
 from pathlib import Path
 
 import gradio as gr
@@ -35,7 +33,7 @@ from dashboard import runs as R
 from dashboard.context import DashboardContext
 from dashboard.curves import loss_figure
 from dashboard.evaluate_tab import _read_rgb, folder_views, progress_html
-from dashboard.paths import PathError, check_slug, within
+from dashboard.paths import PathError, check_slug, download_copies, private_dir, within
 from flrdf.cams import DEFAULT_METHODS, METHODS
 from flrdf.engine.analyze import default_out, read_results, wsol_label
 from flrdf.engine.wsol_eval import protocol_text
@@ -103,16 +101,8 @@ def _frame(rows: list[list], headers: list[str]):
 
 
 def _copies(folder: Path, names, tag_extra: str = "") -> list[str]:
-    tag = hashlib.sha1((str(folder.resolve()) + tag_extra).encode()).hexdigest()[:12]
-    dest = Path(tempfile.gettempdir()) / "flrdf-analysis-downloads" / tag
-    dest.mkdir(parents=True, exist_ok=True)
-    out = []
-    for name in names:
-        src = within(folder, name)
-        if src is not None and src.is_file():
-            shutil.copy2(src, dest / name)
-            out.append(str(dest / name))
-    return out
+    """The folder's files, copied to this process's private temporary folder, which Gradio may serve."""
+    return download_copies(folder, names, "analysis-downloads", tag_extra)
 
 
 def _gallery(folder: Path, items, caption) -> list:
@@ -223,6 +213,7 @@ def build_analyze_tab(ctx: DashboardContext):
             for k in keys:
                 if k not in METHODS:
                     raise PathError(f"unknown CAM method {k!r}; choose from {', '.join(METHODS)}")
+            overrides = [f"data.root={roots.dataset_root(root_text)}"] if str(root_text or "").strip() else []
         except PathError as exc:
             raise _error(str(exc)) from None
         try:
@@ -237,12 +228,10 @@ def build_analyze_tab(ctx: DashboardContext):
             raise _error(f"MaxBoxAccV2 thresholds must be 'reference' or 'fast', got {step!r}.")
         run = file.parent.parent if file.parent.name == "checkpoints" else None
         path = run if run is not None and file.name == "last.pt" and (run / "config.yaml").is_file() else file
-        overrides = [f"data.root={root_text.strip()}"] if str(root_text or "").strip() else []
-        out = default_out(path, split_name, str(runs_dir))
-        if out.exists():
-            out = out.with_name(out.name + "-2")
-        if not roots.inside_runs(out):
-            out = runs_dir / KIND / f"{path.stem}-{out.name}"
+        try:
+            out = roots.new_result_folder(path, split_name, KIND)  # created now, never shared with another job
+        except OSError as exc:
+            raise _error(f"Cannot create the result folder under runs/: {exc.strerror or type(exc).__name__}") from None
         n = jobs.auto_threads(R.running_count(runs_dir))
         try:
             pid = jobs.launch_analyze(str(path), out, split_name, overrides, keys, n_limit or None, n, n_faith,
@@ -327,8 +316,8 @@ def build_analyze_tab(ctx: DashboardContext):
                              *[fmt(s[k]) for k in METRIC_KEYS]] for s in stats], ["variant", "runs", "seeds", *METRIC_KEYS])
         loss = loss_figure({i.name: i.records for i in infos})
         tag = hashlib.sha1("|".join(str(d.resolve()) for d in dirs).encode()).hexdigest()[:12]
-        dest = Path(tempfile.gettempdir()) / "flrdf-compare" / tag
-        dest.mkdir(parents=True, exist_ok=True)
+        dest = private_dir("compare") / tag
+        dest.mkdir(mode=0o700, exist_ok=True)
         csv_file = write_csv(dest / "comparison.csv", infos)
         return diff_table, metrics_table, var_table, loss, variant_figure(stats), str(csv_file)
 

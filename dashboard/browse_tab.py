@@ -17,21 +17,19 @@ from __future__ import annotations
 
 import hashlib
 import shutil
-import tempfile
 from pathlib import Path
 
 import gradio as gr
 
 from dashboard import browse
 from dashboard.context import DashboardContext, Example
-from dashboard.paths import PathError, check_slug
+from dashboard.paths import PathError, check_slug, private_dir
 from flrdf.data.errors import DatasetError
 from flrdf.engine.checkpoint import CheckpointError
 
 ALL = "(all classes)"
 NO_MODEL = ""
 PER_PAGE = 24
-SEND_DIR = Path(tempfile.gettempdir()) / "flrdf-browse"
 
 
 def _error(message: str) -> gr.Error:
@@ -167,21 +165,21 @@ def build_browse_tab(ctx: DashboardContext):
         if not records or not 0 <= i < len(records):
             raise _error("Pick an image on the current page.")
         rec = records[i]
-        SEND_DIR.mkdir(parents=True, exist_ok=True)
+        send_dir = private_dir("browse")  # this process's own temporary folder: nothing planted there
         src = Path(rec["path"])
         if rec.get("crop_bottom"):
             from flrdf.data.images import load_image
 
             image = load_image(src, crop_bottom=int(rec["crop_bottom"]))
-            tmp = SEND_DIR / f".tmp-{hashlib.sha1(str(src).encode()).hexdigest()}.png"
+            tmp = send_dir / f".tmp-{hashlib.sha1(str(src).encode()).hexdigest()}.png"
             image.save(tmp)
         else:
-            tmp = SEND_DIR / f".tmp-{hashlib.sha1(str(src).encode()).hexdigest()}{src.suffix.lower()}"
+            tmp = send_dir / f".tmp-{hashlib.sha1(str(src).encode()).hexdigest()}{src.suffix.lower()}"
             shutil.copyfile(src, tmp)
         from dashboard.context import file_sha1
 
         digest = file_sha1(tmp)
-        dest = SEND_DIR / f"{digest}{tmp.suffix}"
+        dest = send_dir / f"{digest}{tmp.suffix}"
         tmp.replace(dest)
         ctx.browsed[digest] = Example(dest, rec["label"], rec["class_name"], rec["box"], digest)
         return str(dest), f"Sent **{src.name}** ({rec['class_name']}) to Inspect."

@@ -26,10 +26,10 @@ import gradio as gr
 from dashboard import firstrun, jobs
 from dashboard import runs as R
 from dashboard.context import DashboardContext
-from dashboard.paths import PathError, check_slug, within
+from dashboard.paths import PathError, check_slug, download_copies, within
 from flrdf.cams import DEFAULT_METHODS, METHODS
 from flrdf.engine.checkpoint import CheckpointError
-from flrdf.engine.loc_report import TABLE_COLUMNS, default_out, read_results
+from flrdf.engine.loc_report import TABLE_COLUMNS, read_results
 
 TICK_S = 1.0
 COLUMNS = ("method", "loc. acc. %", "mean IoU %", "MaxBoxAcc %", "best tau", "largest-region MaxBoxAcc@.3/.5/.7 %",
@@ -80,21 +80,8 @@ DOWNLOADS = ("results.json", "table.csv", "table.md", "per_image.csv", "loc_bar.
 
 
 def _download_copies(folder: Path) -> list[str]:
-    """The folder's result files, copied to a temporary folder Gradio may serve."""
-    import hashlib
-    import shutil
-    import tempfile
-
-    tag = hashlib.sha1(str(folder.resolve()).encode()).hexdigest()[:12]
-    dest = Path(tempfile.gettempdir()) / "flrdf-eval-downloads" / tag
-    dest.mkdir(parents=True, exist_ok=True)
-    out = []
-    for name in DOWNLOADS:
-        src = within(folder, name)  # a symlink out of the folder is not followed
-        if src is not None and src.is_file():
-            shutil.copy2(src, dest / name)
-            out.append(str(dest / name))
-    return out
+    """The folder's result files, copied to this process's private temporary folder, which Gradio may serve."""
+    return download_copies(folder, DOWNLOADS, "eval-downloads")
 
 
 def _label(folder: Path, runs_dir: Path) -> str:
@@ -186,20 +173,15 @@ def build_evaluate_tab(ctx: DashboardContext):
         try:
             file = roots.checkpoint(src)
             split_name = check_slug(str(split_name or "test").strip(), "split")
+            overrides = [f"data.root={roots.dataset_root(root_text)}"] if str(root_text or "").strip() else []
         except PathError as exc:
             raise _error(str(exc)) from None
-        overrides = [f"data.root={root_text.strip()}"] if str(root_text or "").strip() else []
         return _start_eval(file, split_name, overrides, method_keys, tau_value, limit_value)
 
     def _start_eval(file: Path, split_name: str, overrides: list[str], method_keys, tau_value, limit_value):
         """Start loc-eval of a checked checkpoint file (its run directory when it is a run's last.pt)."""
         run = file.parent.parent if file.parent.name == "checkpoints" else None
         path = run if run is not None and file.name == "last.pt" and (run / "config.yaml").is_file() else file
-        out = default_out(path, split_name, str(runs_dir))
-        if out.exists():
-            out = out.with_name(out.name + "-2")
-        if not roots.inside_runs(out):  # a run or checkpoint outside runs/ writes its results under runs/eval
-            out = runs_dir / "eval" / f"{path.stem}-{out.name}"
         n = jobs.auto_threads(R.running_count(runs_dir))
         keys = list(method_keys or [])
         extra = []
@@ -211,6 +193,10 @@ def build_evaluate_tab(ctx: DashboardContext):
             if not 0 <= t <= 1:
                 raise _error("tau must lie in [0, 1].")
             extra = [str(t)]
+        try:
+            out = roots.new_result_folder(path, split_name, "eval")  # created now, never shared with another job
+        except OSError as exc:
+            raise _error(f"Cannot create the result folder under runs/: {exc.strerror or type(exc).__name__}") from None
         try:
             pid = jobs.launch_loc_eval(str(path), out, split_name, overrides, keys, int(limit_value or 0) or None, n,
                                        tau=extra[0] if extra else None)

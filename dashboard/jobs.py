@@ -8,12 +8,14 @@ its stdout/stderr go to ``stdout.log``/``stderr.log`` in its folder, and
 count. Everything the UI shows afterwards is read back from files
 (``dashboard.runs``), which is why a restart loses nothing.
 
-Stop and Resume act only on jobs this runs directory owns (``owned_pid``): the
+Stop acts only on jobs this runs directory owns (``owned_pid``): the
 pid job.json records, if it is positive, alive, still started at the recorded
 time (/proc/<pid>/stat field 22) and running ``python -m flrdf <command> ...
 --out <that folder>``. The signal goes to that process alone (through a pidfd),
 never to a process group. Every child is reaped by a waiter thread, so a stopped
-job leaves no zombie.
+job leaves no zombie. Resume refuses while any process holds the run's
+``train.lock`` (``flrdf.engine.rundir.run_lock_holder``): the trainer's own lock,
+whoever started it and however (``python -u``, torchrun, no or a relative ``--out``).
 
 Threads: on a small shared machine several torch processes each using every
 core oversubscribe it badly, so a child gets ``OMP_NUM_THREADS`` =
@@ -30,7 +32,7 @@ import threading
 import time
 from pathlib import Path
 
-from flrdf.engine.rundir import now_iso, read_json, write_json
+from flrdf.engine.rundir import now_iso, read_json, run_lock_holder, write_json
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 JOB_FILE = "job.json"
@@ -39,6 +41,7 @@ THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 _children: dict[int, subprocess.Popen] = {}   # started by this process; reaped by their waiter threads
 _lock = threading.Lock()
+_resume_lock = threading.Lock()
 TRAIN_KINDS = ("train",)
 JOB_COMMANDS = ("train", "loc-eval", "analyze")           # the flrdf sub-commands the dashboard starts
 
@@ -212,6 +215,16 @@ def _wait_exit(folder: Path, timeout: float) -> bool:
     return False
 
 
+def _wait_unlocked(run_dir: Path, timeout: float) -> bool:
+    """True once no process holds the run's train.lock (checked at least once)."""
+    end = time.monotonic() + timeout
+    while run_lock_holder(run_dir) is not None:
+        if time.monotonic() >= end:
+            return False
+        time.sleep(0.1)
+    return True
+
+
 def read_job(folder: Path) -> dict | None:
     return read_json(Path(folder) / JOB_FILE)
 
@@ -282,15 +295,20 @@ def resume_train(run_dir: Path, overrides: list[str], threads: int) -> int:
         raise JobError(f"{run_dir.name} has no config.yaml: not a run directory")
     if not (run_dir / "checkpoints" / "last.pt").is_file():
         raise JobError(f"{run_dir.name} has no checkpoint to resume from (checkpoints/last.pt)")
+    with _resume_lock:  # two Resume requests at once: the second sees the first's job
+        return _resume_checked(run_dir, overrides, threads)
+
+
+def _resume_checked(run_dir: Path, overrides: list[str], threads: int) -> int:
     status = read_json(run_dir / "status.json") or {}
-    if job_alive(run_dir):
-        # a job that has written its final status may still be exiting: give it a moment
-        if status.get("state") not in ("stopped", "failed", "finished") or not _wait_exit(run_dir, 20):
-            raise JobError(f"{run_dir.name} is still running")
-    spid = status.get("pid")
-    if status.get("state") == "running" and is_job_cmdline(proc_cmdline(spid), run_dir, TRAIN_KINDS) \
-            and proc_state(spid) not in (None, "Z", "X"):
-        raise JobError(f"{run_dir.name} is still running (started outside this dashboard)")
+    # the run's trainer - started here, by hand, by torchrun, with any argv - holds train.lock while it lives;
+    # one that has written its final status releases it a moment later: give it that moment
+    final = status.get("state") in ("stopped", "failed", "finished")
+    if job_alive(run_dir) and (not final or not _wait_exit(run_dir, 20)):
+        # this dashboard's own job, also before it has taken the lock (still importing torch, say)
+        raise JobError(f"{run_dir.name} is still running")
+    if not _wait_unlocked(run_dir, 20 if final else 0):
+        raise JobError(f"{run_dir.name} is still running: its training process holds the run's lock (train.lock)")
     return spawn(python_argv(*train_argv("", overrides, run_dir, resume=True)), run_dir, threads, "resume").pid
 
 

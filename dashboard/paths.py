@@ -20,6 +20,12 @@ against the roots the operator configured (``Roots``):
   (./data), the runs directory or an ``--allow-dir`` directory;
 - Gradio's upload folder is never any of these.
 
+What the dashboard writes for a client goes where no one else can reach: a new evaluation or
+analysis job's result folder is created atomically and uniquely (``Roots.new_result_folder``),
+and files handed to Gradio (download copies, pictures sent between tabs) are copied into a
+folder this process made with ``tempfile.mkdtemp`` (mode 0700, ``private_dir``) - never a
+predictable shared path where a planted symlink could redirect the copy.
+
 Refusals raise ``PathError`` whose message says what a valid name looks like; it
 never echoes file contents, home paths, pids, or whether a refused path exists.
 No Gradio import: the tabs turn ``PathError`` into ``gr.Error``.
@@ -27,10 +33,13 @@ No Gradio import: the tabs turn ``PathError`` into ``gr.Error``.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
+import shutil
 import stat
 import tempfile
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -153,6 +162,17 @@ class Roots:
         if must_exist and not real.is_dir():
             raise PathError("no such result folder under runs/")
         return real
+
+    def new_result_folder(self, source: Path, split: str, kind: str) -> Path:
+        """Create now the result folder of a new ``kind`` (eval, analysis) job on ``source``: RUN_DIR/<kind>/<split>-
+        <time> for a run under runs/, else RUNS_DIR/<kind>/<name>-<split>-<time>; with -2, -3 ... when taken. Atomic
+        (``rundir.create_unique_dir``): concurrent jobs never share a folder."""
+        from flrdf.engine.rundir import create_unique_dir, result_folder
+
+        out = result_folder(Path(source), split, str(self.runs_dir), kind)
+        if not self.inside_runs(out):  # a run or model file outside runs/ writes its results under runs/<kind>
+            out = self.runs_dir / kind / f"{Path(source).stem}-{out.name}"
+        return create_unique_dir(out)
 
     def inside_runs(self, path: Path) -> bool:
         try:
@@ -306,3 +326,59 @@ def within(folder: Path, name) -> Path | None:
     base = Path(folder).resolve()
     real = (base / text).resolve()
     return real if real.is_relative_to(base) and real != base else None
+
+
+# ---------------------------------------------------------------- files handed to Gradio
+_private: Path | None = None
+_private_lock = threading.Lock()
+
+
+def _is_private(path: Path) -> bool:
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return False
+    return stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid() and not st.st_mode & 0o077
+
+
+def private_dir(kind: str) -> Path:
+    """``<a folder made by tempfile.mkdtemp once per process>/<kind>``: mode 0700, an unpredictable name, so nobody
+    else can create or plant anything in it. Made again if it disappeared (a temp cleaner). It lies in the system's
+    temp folder, which Gradio serves files from."""
+    global _private
+    kind = check_slug(kind, "kind")
+    with _private_lock:
+        if _private is None or not _is_private(_private):
+            _private = Path(tempfile.mkdtemp(prefix="flrdf-dashboard-"))
+        sub = _private / kind
+        sub.mkdir(mode=0o700, exist_ok=True)
+    return sub
+
+
+def copy_private(src: Path, dest: Path) -> Path:
+    """Copy ``src`` to ``dest`` (in a ``private_dir``) through a fresh temporary file renamed over it: a reader never
+    sees half a file, and the write never goes through an existing name."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", dir=dest.parent)
+    try:
+        with os.fdopen(fd, "wb") as out, open(src, "rb") as inp:
+            shutil.copyfileobj(inp, out)
+        shutil.copystat(src, tmp)
+        os.replace(tmp, dest)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return dest
+
+
+def download_copies(folder: Path, names, kind: str, tag_extra: str = "") -> list[str]:
+    """The files ``names`` of a result folder (each only inside it, ``within``), copied for download into
+    ``private_dir(kind)/<hash of the folder>``; returns their paths."""
+    tag = hashlib.sha1((str(Path(folder).resolve()) + tag_extra).encode()).hexdigest()[:12]
+    dest = private_dir(kind) / tag
+    dest.mkdir(mode=0o700, exist_ok=True)
+    out = []
+    for name in names:
+        src = within(folder, name)  # a symlink out of the folder is not followed
+        if src is not None and src.is_file():
+            out.append(str(copy_private(src, dest / Path(name).name)))
+    return out

@@ -67,8 +67,10 @@ def demo_root(tmp_path_factory) -> Path:
 def tiny_run(tmp_path_factory, demo_root) -> Path:
     """One finished, uninterrupted CLI run: ``tiny(demo_root, optim.epochs=3)``. Read-only: copy it to change it."""
     run = tmp_path_factory.mktemp("tiny_run") / "run"
+    from waits import communicate
+
     proc = run_cli(["train", "--config", "demo", "--out", str(run), *tiny_run_args(demo_root)])
-    _, err = proc.communicate(timeout=600)
+    _, err = communicate(proc, 600, "the shared tiny_run training")
     assert proc.returncode == 0, err[-3000:]
     return run
 
@@ -209,14 +211,15 @@ def dashboard_url(tiny_model_file, examples_dir, wrong_checkpoint, tmp_path_fact
 @pytest.fixture(scope="session")
 def studio(tmp_path_factory, tiny_model_file, examples_dir, demo_root):
     """(url, runs_dir, demo_root): the dashboard over its own empty runs folder, and the tiny synthetic
-    dataset (``demo_root``). Jobs still running at the end are stopped."""
+    dataset (``demo_root``, readable as a dataset root as the operator's ``--allow-dir`` makes it). Jobs still
+    running at the end are stopped."""
     from dashboard.app import build_app, launch
     from dashboard.context import DashboardContext
 
     base = tmp_path_factory.mktemp("studio")
     root = demo_root
     runs_dir = base / "runs"
-    ctx = DashboardContext.create(tiny_model_file, runs_dir, "cpu", examples_dir)
+    ctx = DashboardContext.create(tiny_model_file, runs_dir, "cpu", examples_dir, allow_dirs=[root])
     app = build_app(ctx=ctx)
     _, url, _ = launch(app, host="127.0.0.1", port=_free_port(), prevent_thread_lock=True, quiet=True)
     yield url, runs_dir, root

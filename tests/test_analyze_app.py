@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
 from pathlib import Path
 
 import pytest
@@ -12,6 +11,8 @@ import yaml
 from gradio_client import Client
 from gradio_client.exceptions import AppError
 from test_browser import CHROMIUM, open_page
+
+from waits import see, wait_until
 
 VIEW = ("progress", "summary", "per_class", "confusion", "zoom", "per_class_img", "pair", "pair_gallery", "rescued",
         "broken", "wsol", "files")
@@ -47,12 +48,13 @@ def finished(client, setup):
     msg, folder = client.predict(source=str(a), split="test", root=str(root), methods=["gradcam"],
                                  limit=0, faithfulness_limit=2, wsol_step="fast", api_name="/analyze")
     assert "Analyzing in the background" in msg and Path(folder).parent == a / "analysis"
-    deadline = time.monotonic() + 600
-    while True:
-        out = dict(zip(VIEW, client.predict(folder=folder, api_name="/analysis_view")))
-        if "finished" in out["progress"] or "failed" in out["progress"] or time.monotonic() > deadline:
-            break
-        time.sleep(1.0)
+    out = {}
+
+    def ended() -> bool:
+        out.update(zip(VIEW, client.predict(folder=folder, api_name="/analysis_view")))
+        return "finished" in out["progress"] or "failed" in out["progress"]
+
+    wait_until(ended, 600, "the analysis to end", lambda: out.get("progress", ""), every=1.0)
     assert "finished" in out["progress"], out["progress"]
     return folder, out
 
@@ -140,11 +142,12 @@ def test_browser_shows_confusion_plot_and_galleries(setup, finished, tmp_path_fa
         box.fill(folder)
         box.press("Enter")
         img = page.locator("#an-confusion img").first
-        img.wait_for(state="visible", timeout=120_000)
+        see(img, 120, show=("#an-progress", "#an-message"))
         assert page.evaluate("e => e.complete && e.naturalWidth > 0", img.element_handle())
         # the dataframe also keeps hidden copies of its cells: wait for the one on screen
-        page.locator("#an-wsol").get_by_text("FLRDF (layer2, no suppression, DDT; beyond the paper)").filter(visible=True).first.wait_for()
+        see(page.locator("#an-wsol").get_by_text("FLRDF (layer2, no suppression, DDT; beyond the paper)").filter(visible=True).first,
+            show="#an-wsol")
         results = json.loads((Path(folder) / "results.json").read_text())
         gallery = "#an-pair-gallery" if results["pairs"] else "#an-rescued"
-        page.locator(f"{gallery} img").first.wait_for(state="visible", timeout=60_000)
+        see(page.locator(f"{gallery} img").first, 60, show=gallery)
         page.screenshot(path=str(tmp_path_factory.getbasetemp() / "analyze_tab.png"), full_page=True)

@@ -10,6 +10,7 @@ from gradio_client.exceptions import AppError
 from dashboard.context import DashboardContext
 from dashboard.inspect_tab import OUTPUTS
 from flrdf.cams import DEFAULT_METHODS
+from waits import wait_s
 
 
 @pytest.fixture(scope="module")
@@ -131,8 +132,9 @@ def test_two_concurrent_requests_both_succeed(dashboard_url, examples_dir):
     for t in threads:
         t.start()
     for t in threads:
-        t.join(timeout=120)
-    assert not errors and len(results) == 2
+        t.join(timeout=wait_s(120))
+    assert not any(t.is_alive() for t in threads), "a request is still waiting for its answer"
+    assert not errors and len(results) == 2, errors
     for out in results:
         assert_full_result(out)
 

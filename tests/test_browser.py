@@ -4,6 +4,8 @@ from pathlib import Path
 
 import pytest
 
+from waits import see, wait_ms
+
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
         "--disable-component-update", "--disable-sync"]
@@ -19,7 +21,7 @@ def open_page(url: str, width: int, height: int):
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, headless=True)
         try:
             pg = browser.new_page(viewport={"width": width, "height": height})
-            pg.set_default_timeout(60_000)
+            pg.set_default_timeout(wait_ms(60))  # Playwright's own waits (clicks, fills)
             pg.goto(url)
             yield pg
         finally:
@@ -33,18 +35,18 @@ def page(dashboard_url):
 
 def test_upload_inspect_and_see_results(page, examples_dir):
     page.locator("#inspect-image input[type=file]").set_input_files(str(examples_dir / "example_2.jpg"))
-    page.locator("#inspect-image img").first.wait_for(state="visible")  # the upload finished
+    see(page.locator("#inspect-image img").first)  # the upload finished
     page.locator("#inspect-run").click()
-    page.locator("#inspect-status", has_text="Prediction:").wait_for()
+    see(page.locator("#inspect-status", has_text="Prediction:"), show="#inspect-status")
     for elem in ("inspect-before", "inspect-after", "inspect-removed", "inspect-loc", "inspect-crop", "inspect-jigsaw"):
         img = page.locator(f"#{elem} img").first
-        img.wait_for(state="visible")
+        see(img, show="#inspect-status")
         assert page.evaluate("e => e.complete && e.naturalWidth > 0", img.element_handle()), elem
     table = page.locator("#inspect-top5")
-    table.get_by_text("combined").first.wait_for()
+    see(table.get_by_text("combined").first, show="#inspect-top5")
     assert table.get_by_text("%").count() > 0  # probabilities in the cells
     assert page.locator("#inspect-gallery img").count() >= 2
-    page.locator("#inspect-status", has_text="IoU with ground truth").wait_for()
+    see(page.locator("#inspect-status", has_text="IoU with ground truth"), show="#inspect-status")
     page.screenshot(path=str(examples_dir.parent / "inspect_page.png"), full_page=True)
 
 
@@ -62,13 +64,13 @@ def test_a_click_on_an_example_inspects_it_and_paints_the_suppression_controller
     pg.goto(dashboard_url)
     # an empty request first: one message, no error badge on the outputs
     pg.locator("#inspect-run").click()
-    pg.locator("#inspect-status", has_text="No image yet").wait_for()
+    see(pg.locator("#inspect-status", has_text="No image yet"), show="#inspect-status")
     assert pg.get_by_text("Error", exact=True).count() == 0
     pg.locator("#inspect-examples button").first.click()
-    pg.locator("#inspect-status", has_text="Prediction:").wait_for()
+    see(pg.locator("#inspect-status", has_text="Prediction:"), show="#inspect-status")
     pg.wait_for_function(PAINTED, arg=["inspect-before", "inspect-after", "inspect-removed", "inspect-loc",
                                        "inspect-channels"])
-    pg.locator("#inspect-gate canvas, #inspect-gate svg").first.wait_for(state="visible")
+    see(pg.locator("#inspect-gate canvas, #inspect-gate svg").first, show="#inspect-gate")
     assert "Learnable controller" in pg.locator("#inspect-supp-note").inner_text()
     assert pg.locator("#inspect-loc").get_by_text("box source:").count() >= 1
     assert pg.get_by_text("Error", exact=True).count() == 0
@@ -81,10 +83,10 @@ def test_a_click_on_an_example_inspects_it_and_paints_the_suppression_controller
 def test_bad_upload_shows_an_error_and_the_page_recovers(page, bad_inputs, examples_dir):
     page.locator("#inspect-image input[type=file]").set_input_files(str(bad_inputs["truncated"]))
     page.locator("#inspect-run").click()
-    page.get_by_text("cannot decode").first.wait_for()
+    see(page.get_by_text("cannot decode").first)
     page.screenshot(path=str(examples_dir.parent / "inspect_error.png"))
     # the page still works: a good image afterwards
     page.locator("#inspect-image input[type=file]").set_input_files(str(examples_dir / "example_0.jpg"))
-    page.locator("#inspect-image img").first.wait_for(state="visible")
+    see(page.locator("#inspect-image img").first)
     page.locator("#inspect-run").click()
-    page.locator("#inspect-status", has_text="IoU with ground truth").wait_for()
+    see(page.locator("#inspect-status", has_text="IoU with ground truth"), show="#inspect-status")

@@ -8,7 +8,7 @@ runs folder and a data folder that does not exist yet, the bundled demo model as
 
 Screenshots go next to the test's temp folder; with FLRDF_SCREENSHOTS=DIR also (small) into DIR (the README's
 come from ``FLRDF_SCREENSHOTS=docs/screenshots python -m pytest tests/test_browser_firsthour.py``).
-No duration is asserted: the timeouts only keep a broken run from hanging the suite."""
+No duration is asserted: the waits only keep a broken run from hanging the suite (tests/waits.py)."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ import pytest
 from test_browser import CHROMIUM, open_page
 
 from conftest import _free_port
+from waits import see
 
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium")
 ROOT = Path(__file__).resolve().parents[1]
@@ -84,10 +85,10 @@ def test_default_launch_on_a_fresh_clone(page, fresh, tmp_path_factory):
     assert not data_dir.exists()
     page.get_by_role("tab", name="Train").click()
     notes = page.locator("#train-notes")
-    notes.get_by_text("Launch first creates the synthetic demo set").wait_for()
+    see(notes.get_by_text("Launch first creates the synthetic demo set"), show="#train-notes")
     page.locator("#train-launch").click()
     msg = page.locator("#train-launch-msg")
-    msg.filter(has_text="Launched").wait_for(timeout=600_000)  # after creating 1,900 images
+    see(msg.filter(has_text="Launched"), 600, show="#train-launch-msg")  # after creating 1,900 images
     text = msg.inner_text()
     assert "Created the synthetic demo set v2" in text, text
     # a fresh clone has no data/demo-backbone.pth: the job starts from the bundled model's own backbone
@@ -95,9 +96,9 @@ def test_default_launch_on_a_fresh_clone(page, fresh, tmp_path_factory):
     assert ("bundled demo model's own" in text) == fresh_clone, text
     assert (data_dir / "demo" / "CUB_200_2011" / "flrdf_synthetic.json").is_file()
     status = page.locator("#train-status")
-    status.filter(has_text=re.compile(r"state: running")).wait_for(timeout=180_000)
-    status.filter(has_text=re.compile(r"loss points: [1-9]")).wait_for(timeout=300_000)
-    page.locator("#train-loss-plot img").first.wait_for(state="visible")
+    see(status.filter(has_text=re.compile(r"state: running")), 180, show=("#train-status", "#train-launch-msg"))
+    see(status.filter(has_text=re.compile(r"loss points: [1-9]")), 300, show="#train-status")
+    see(page.locator("#train-loss-plot img").first, show="#train-status")
     run = re.search(r"Launched (\S+)", text).group(1)
     table = page.locator("#train-runs").inner_text()
     assert run in table and "failed" not in table
@@ -111,7 +112,7 @@ def test_default_launch_on_a_fresh_clone(page, fresh, tmp_path_factory):
     assert ("demo-model-backbone.pth" in (runs_dir / run / "config.yaml").read_text()) == fresh_clone
     shoot(page, "first_train", tmp_path_factory)
     page.locator("#train-stop").click()
-    status.filter(has_text=re.compile(r"state: stopped")).wait_for(timeout=180_000)
+    see(status.filter(has_text=re.compile(r"state: stopped")), 180, show="#train-status")
 
 
 def test_evaluate_the_demo_model_with_one_click(page, fresh, tmp_path_factory):
@@ -122,11 +123,12 @@ def test_evaluate_the_demo_model_with_one_click(page, fresh, tmp_path_factory):
     limit.press("Tab")
     page.locator("#eval-demo").click()
     message = page.locator("#eval-message")
-    message.filter(has_text="Evaluating in the background").wait_for(timeout=600_000)
+    shown = ("#eval-message", "#eval-progress")
+    see(message.filter(has_text="Evaluating in the background"), 600, show=shown)
     assert "Test split: synthetic set v" in message.inner_text()
-    page.locator("#eval-progress", has_text="state:").wait_for(timeout=120_000)
-    page.locator("#eval-table").get_by_text(re.compile(r"^FLRDF \(")).filter(visible=True).first.wait_for(timeout=900_000)
-    page.locator("#eval-progress", has_text="finished").wait_for()
+    see(page.locator("#eval-progress", has_text="state:"), 120, show=shown)
+    see(page.locator("#eval-table").get_by_text(re.compile(r"^FLRDF \(")).filter(visible=True).first, 900, show=shown)
+    see(page.locator("#eval-progress", has_text="finished"), show=shown)
     assert page.locator("#eval-gallery img").count() >= 1
     _no_error_toast(page)
     shoot(page, "first_evaluate", tmp_path_factory)
@@ -140,28 +142,29 @@ def test_dataset_browser_shows_boxes_and_sends_to_inspect(page, fresh, tmp_path_
         firstrun.ensure_demo_data(data_dir / "demo")
     page.get_by_role("tab", name="Data").click()
     page.locator("#browse-show").click()
-    page.locator("#browse-info").get_by_text("No problems found").wait_for(timeout=120_000)
+    see(page.locator("#browse-info").get_by_text("No problems found"), 120, show="#browse-info")
     assert re.search(r"\|\s*test\s*\|\s*400\s*\|\s*400\s*\|", page.locator("#browse-info").inner_text()) or \
         "400" in page.locator("#browse-info").inner_text()
     gallery = page.locator("#browse-gallery")
-    gallery.locator("img").first.wait_for(state="visible")
+    see(gallery.locator("img").first, show=("#browse-info", "#browse-page-text"))
     assert gallery.locator("img").count() >= 2
-    page.locator("#browse-page-text", has_text="of 400 images in test").wait_for()
+    see(page.locator("#browse-page-text", has_text="of 400 images in test"), show="#browse-page-text")
     # the model's boxes and classes, then only its mistakes
     model = page.locator("#browse-model input").first
     model.fill(str(DEMO_MODEL))
     model.press("Enter")
-    page.locator("#browse-page-text", has_text="the model gets").wait_for(timeout=600_000)
+    see(page.locator("#browse-page-text", has_text="the model gets"), 600, show=("#browse-page-text", "#browse-info"))
     page.locator("#browse-wrong input").first.click()
-    page.locator("#browse-page-text", has_text=re.compile(r"- (?!400 )\d+ of 400 images")).wait_for(timeout=300_000)
+    see(page.locator("#browse-page-text", has_text=re.compile(r"- (?!400 )\d+ of 400 images")), 300,
+        show="#browse-page-text")
     captions = gallery.locator(".caption-label, figcaption")
     if captions.count():
         assert all("✗" in captions.nth(i).inner_text() for i in range(captions.count()))
     shoot(page, "first_data", tmp_path_factory)
     gallery.locator("img").first.click()
-    page.locator("#browse-sent", has_text="Sent").wait_for(timeout=60_000)
-    page.locator("#inspect-image img").first.wait_for(state="visible", timeout=60_000)
+    see(page.locator("#browse-sent", has_text="Sent"), 60, show="#browse-sent")
+    see(page.locator("#inspect-image img").first, 60, show="#inspect-status")
     # sent from the Data tab, the image is inspected there with no further click
-    page.locator("#inspect-status", has_text="IoU with ground truth").wait_for(timeout=120_000)
+    see(page.locator("#inspect-status", has_text="IoU with ground truth"), 120, show="#inspect-status")
     _no_error_toast(page)
     shoot(page, "first_inspect", tmp_path_factory)

@@ -11,6 +11,8 @@ import shutil
 import pytest
 from test_browser import CHROMIUM, open_page
 
+from waits import file_tail, see, see_function
+
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium")
 
 FORM = {"data-root": None, "optim-epochs": 200, "data-image-size": 64, "data-resize": 72, "optim-batch-size": 8,
@@ -44,27 +46,27 @@ def test_launch_from_the_form_and_watch_it_live(page, studio, tmp_path_factory):
     _fill(page, "extra", "optim.warmup_steps=0")
     command = page.locator("#train-command")
     # each field's change event re-renders the command; wait for the last one to land
-    command.get_by_text(re.compile(r"optim\.epochs=200.*optim\.warmup_steps=0", re.S)).first.wait_for()
+    see(command.get_by_text(re.compile(r"optim\.epochs=200.*optim\.warmup_steps=0", re.S)).first, show="#train-command")
     assert "OMP_NUM_THREADS=1" in command.inner_text()
     page.locator("#train-launch").click()
-    page.locator("#train-launch-msg", has_text="Launched").wait_for()
+    see(page.locator("#train-launch-msg", has_text="Launched"), show="#train-launch-msg")
     run = re.search(r"Launched (\S+)", page.locator("#train-launch-msg").inner_text()).group(1)
     status = page.locator("#train-status")
-    # generous timeouts: they only keep a broken run from hanging the suite (no speed is asserted here;
+    # the waits only keep a broken run from hanging the suite (tests/waits.py; no speed is asserted here:
     # scripts/bench_live_curves.py measures the line -> screen latency)
     try:
-        status.filter(has_text=re.compile(r"state: running")).wait_for(timeout=120_000)
-    except Exception as exc:
-        raise AssertionError(f"the run never showed 'running'; status: {status.inner_text()!r}; "
-                             f"files: {sorted(p.name for p in (runs_dir / run).iterdir())}") from exc
-    status.filter(has_text=re.compile(r"loss points: [1-9]")).wait_for(timeout=180_000)
+        see(status.filter(has_text=re.compile(r"state: running")), 120, show="#train-status")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\nfiles: {sorted(p.name for p in (runs_dir / run).iterdir())}\n"
+                             f"log: {file_tail(runs_dir / run / 'stderr.log')}") from None
+    see(status.filter(has_text=re.compile(r"loss points: [1-9]")), 180, show="#train-status")
     plot = page.locator("#train-loss-plot img").first
-    plot.wait_for(state="visible")
+    see(plot, show="#train-status")
     # new metrics lines keep reaching the page: the count grows, and what the page shows is the line the
     # job wrote (its step and total loss), never more lines than are in the file
     for _ in range(3):
         n = _points(status.inner_text())
-        status.filter(has_text=re.compile(rf"loss points: (?!{n}\b)\d+")).wait_for(timeout=90_000)
+        see(status.filter(has_text=re.compile(rf"loss points: (?!{n}\b)\d+")), 90, show="#train-status")
         text = status.inner_text()
         shown = _points(text)
         lines = [json.loads(x) for x in (runs_dir / run / "metrics.jsonl").read_text().splitlines()]
@@ -73,11 +75,12 @@ def test_launch_from_the_form_and_watch_it_live(page, studio, tmp_path_factory):
         line = losses[shown - 1]
         assert re.search(rf"step {line['step']}\b", text) and f"L_total {line['loss_total']:.3f}" in text, (text, line)
     src_before = plot.get_attribute("src")
-    page.wait_for_function("([el, old]) => el.src !== old", arg=[plot.element_handle(), src_before], timeout=90_000)
+    see_function(page, "([el, old]) => el.src !== old", [plot.element_handle(), src_before], 90, "a new loss plot",
+                 show="#train-status")
     assert run in page.locator("#train-runs").inner_text()
     page.screenshot(path=str(shots / "train_tab.png"), full_page=True)
     page.locator("#train-stop").click()
-    status.filter(has_text=re.compile(r"state: stopped")).wait_for(timeout=120_000)
+    see(status.filter(has_text=re.compile(r"state: stopped")), 120, show="#train-status")
     assert (runs_dir / run / "checkpoints" / "last.pt").is_file()
 
 
@@ -102,11 +105,13 @@ def test_evaluate_tab_in_the_browser(page, studio, tmp_path_factory, request):
     limit.fill("6")
     limit.press("Tab")
     page.locator("#eval-run").click()
-    page.locator("#eval-message", has_text="background").wait_for()
-    page.locator("#eval-table").get_by_text("FLRDF (layer2, no suppression, DDT; beyond the paper)").filter(visible=True).first.wait_for(timeout=120_000)
-    page.locator("#eval-progress", has_text="finished").wait_for()
+    shown = ("#eval-message", "#eval-progress")
+    see(page.locator("#eval-message", has_text="background"), show=shown)
+    see(page.locator("#eval-table").get_by_text("FLRDF (layer2, no suppression, DDT; beyond the paper)").filter(visible=True).first, 120,
+        show=shown)
+    see(page.locator("#eval-progress", has_text="finished"), show=shown)
     assert page.locator("#eval-gallery img").count() >= 1
-    page.locator("#eval-sweep img").first.wait_for(state="visible")
+    see(page.locator("#eval-sweep img").first, show=shown)
     page.screenshot(path=str(shots / "evaluate_tab.png"), full_page=True)
     page.get_by_role("tab", name="Inspect").click()
     page.screenshot(path=str(shots / "inspect_tab.png"), full_page=True)

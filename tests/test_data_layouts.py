@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from flrdf.data import (
     load_records,
 )
 from flrdf.data.commands import data_info_main
+from waits import run_command
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -526,13 +526,13 @@ def test_data_info_subprocess(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     cmd = [sys.executable, "-m", "flrdf", "data-info", "--dataset", "aircraft", "--root", str(tmp_path),
            "--split", "test", "--records"]
-    done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
+    done = run_command(cmd, 300, "data-info", env=env, cwd=REPO)
     assert done.returncode == 0, done.stderr
     assert [json.loads(line) for line in done.stdout.splitlines()] == [
         {"path": str(data / "images" / "0056978.jpg"), "label": 2, "class_name": "F/A-18", "box": [1.0, 2.0, 79.0, 40.0]},
         {"path": str(data / "images" / "1111111.jpg"), "label": 1, "class_name": "BAE 146-200", "box": [5.0, 6.0, 60.0, 20.0]},
     ]
-    bad = subprocess.run(cmd[:-4] + [str(tmp_path / "missing")], capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
+    bad = run_command(cmd[:-4] + [str(tmp_path / "missing")], 300, "data-info", env=env, cwd=REPO)
     assert bad.returncode == 2 and bad.stdout == ""
     assert bad.stderr.strip().startswith("data-info: error: aircraft: dataset root not found:")
     assert "Traceback" not in bad.stderr

@@ -3,9 +3,7 @@
 import json
 import os
 import signal
-import subprocess
 import sys
-import time
 
 import pytest
 import torch
@@ -16,6 +14,7 @@ from flrdf.engine.checkpoint import CheckpointError, load_model, read_checkpoint
 from flrdf.engine.rundir import read_metrics
 
 from conftest import ROOT, run_cli, tiny, tiny_run_args  # noqa: F401 - re-exported for older imports
+from waits import communicate, file_tail, run_command, wait_until
 
 STEPS_PER_EPOCH = 4  # 32 training images of demo_root, batch 8
 
@@ -89,12 +88,9 @@ def _assert_same_weights(ref_run, run):
         assert torch.equal(a[k], b[k]), k
 
 
-def _wait_until(pred, timeout=120.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not reached within {timeout} s")
-        time.sleep(0.05)
+def _wait_until(pred, run, what: str, seconds: float = 120.0):
+    """Until ``pred``; when the wait runs out, the run's status and log tail at that moment."""
+    wait_until(pred, seconds, what, lambda: file_tail(run / "status.json") + "\n" + file_tail(run / "log.txt"), 0.05)
 
 
 def test_sigkill_then_resume_matches_uninterrupted(demo_root, tiny_run, tmp_path):
@@ -102,13 +98,13 @@ def test_sigkill_then_resume_matches_uninterrupted(demo_root, tiny_run, tmp_path
     run = tmp_path / "killed"
     proc = run_cli(["train", "--config", "demo", "--out", str(run), *tiny_run_args(demo_root)])
     try:
-        _wait_until(lambda: (run / "checkpoints" / "last.pt").exists() or proc.poll() is not None, what="last.pt")
+        _wait_until(lambda: (run / "checkpoints" / "last.pt").exists() or proc.poll() is not None, run, "last.pt")
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.communicate()
     assert json.loads((run / "status.json").read_text())["state"] == "running"  # killed before finishing
     resumed = run_cli(["train", "--out", str(run), "--resume"])
-    _, err = resumed.communicate(timeout=600)
+    _, err = communicate(resumed, 600, "the resumed run")
     assert resumed.returncode == 0, err[-3000:]
     assert json.loads((run / "status.json").read_text())["state"] == "finished"
     _assert_same_weights(tiny_run, run)
@@ -120,10 +116,10 @@ def test_sigterm_mid_epoch_then_resume_matches_uninterrupted(demo_root, tiny_run
     run = tmp_path / "run"
     proc = run_cli(["train", "--config", "demo", "--out", str(run), *tiny_run_args(demo_root)])
     try:
-        _wait_until(lambda: read_metrics(run) or proc.poll() is not None, what="the first metrics line")
+        _wait_until(lambda: read_metrics(run) or proc.poll() is not None, run, "the first metrics line")
     finally:
         proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=120)
+    _, err = communicate(proc, 120, "the stopped run")
     assert proc.returncode == 0, err[-3000:]
     status = json.loads((run / "status.json").read_text())
     assert status["state"] == "stopped", status
@@ -132,7 +128,7 @@ def test_sigterm_mid_epoch_then_resume_matches_uninterrupted(demo_root, tiny_run
     assert stopped_at["step"] % STEPS_PER_EPOCH != 0, f"stopped at an epoch boundary (step {stopped_at['step']})"
     assert stopped_at["extra"]["batch_in_epoch"] == stopped_at["step"] % STEPS_PER_EPOCH  # mid-epoch checkpoint
     resumed = run_cli(["train", "--out", str(run), "--resume"])
-    _, err = resumed.communicate(timeout=600)
+    _, err = communicate(resumed, 600, "the resumed run")
     assert resumed.returncode == 0, err[-3000:]
     status = json.loads((run / "status.json").read_text())
     assert status["state"] == "finished" and status["step"] == 3 * STEPS_PER_EPOCH
@@ -197,7 +193,7 @@ def test_ddp_two_processes_gloo_agree(demo_root, tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
            "-m", "flrdf", "train", "--config", "demo", "--out", str(run),
            *tiny(demo_root, **{"optim.epochs": 1, "optim.batch_size": 4})]
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    proc = run_command(cmd, 300, "the 2-process torchrun", cwd=ROOT, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     status = json.loads((run / "status.json").read_text())
     assert status["state"] == "finished" and status["world_size"] == 2
@@ -212,7 +208,7 @@ def test_ddp_two_processes_gloo_agree(demo_root, tmp_path):
     assert not torch.equal(saved["rng_ranks"][0]["torch"], saved["rng_ranks"][1]["torch"])
     resume = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29518",
               str(ROOT / "tests" / "ddp_probe.py"), "train", "--out", str(run), "--resume", "--set", "optim.epochs=2"]
-    proc = subprocess.run(resume, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    proc = run_command(resume, 300, "the 2-process torchrun resume", cwd=ROOT, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     status = json.loads((run / "status.json").read_text())
     assert status["state"] == "finished" and status["epoch"] == 2

@@ -2,23 +2,16 @@
 
 import json
 import os
+import signal
+import subprocess
 import sys
-import time
 
 import pytest
 
 from dashboard import jobs, runs, train_form
 from flrdf.config import ConfigError
 from flrdf.engine.rundir import write_json
-
-
-def _wait(pred, timeout=60.0, every=0.1):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return True
-        time.sleep(every)
-    return False
+from waits import file_tail, wait_s, wait_until
 
 
 def test_auto_threads():
@@ -34,7 +27,8 @@ def test_spawn_new_session_env_and_output_files(tmp_path):
         job = json.loads((tmp_path / jobs.JOB_FILE).read_text())
         assert job["pid"] == proc.pid and job["threads"] == 3 and job["argv"][-1] == "flrdf"
         assert job["start_time"] == jobs.proc_start_time(proc.pid) > 0
-        assert _wait(lambda: "3\n" in (tmp_path / jobs.STDOUT).read_text())
+        wait_until(lambda: "3\n" in (tmp_path / jobs.STDOUT).read_text(), 60, "the child's first line",
+                   lambda: file_tail(tmp_path / jobs.STDOUT) + file_tail(tmp_path / jobs.STDERR))
         # 'flrdf' in argv is not enough: the command line is not 'python -m flrdf train ... --out <folder>'
         assert jobs.owned_pid(tmp_path) is None and runs.run_state(tmp_path)["state"] != "starting"
         with pytest.raises(jobs.JobError, match="not running"):
@@ -42,7 +36,8 @@ def test_spawn_new_session_env_and_output_files(tmp_path):
         assert proc.poll() is None  # not signalled
     finally:
         proc.kill()
-    assert _wait(lambda: proc.pid not in jobs._children, 10)  # reaped by its waiter thread
+    wait_until(lambda: proc.pid not in jobs._children, 10, "the child reaped by its waiter thread",
+               lambda: f"state {jobs.proc_state(proc.pid)!r}")
     assert jobs.proc_state(proc.pid) is None  # no zombie left
 
 
@@ -63,7 +58,8 @@ def test_job_identity_pid_start_time_and_out(fake_flrdf_cwd):
     other = fake_flrdf_cwd / "runs" / "r2"
     proc = jobs.spawn(jobs.python_argv("train", "--config", "demo", "--out", str(run)), run, 1, "train")
     try:
-        assert _wait(lambda: jobs.owned_pid(run) == proc.pid, 10)
+        wait_until(lambda: jobs.owned_pid(run) == proc.pid, 10, "the job owned by its folder",
+                   lambda: f"state {jobs.proc_state(proc.pid)!r}, argv {jobs.proc_cmdline(proc.pid)}")
         assert jobs.job_alive(run)
         # the same process seen from another folder's job.json: its --out is not that folder
         other.mkdir()
@@ -81,15 +77,79 @@ def test_job_identity_pid_start_time_and_out(fake_flrdf_cwd):
         write_json(run / jobs.JOB_FILE, job)
         assert proc.poll() is None  # nothing above signalled it
         assert jobs.stop_run(run) == proc.pid
-        assert proc.wait(10) != 0
+        assert proc.wait(wait_s(10)) != 0
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert _wait(lambda: jobs.proc_state(proc.pid) is None, 10)  # reaped: no zombie
+    wait_until(lambda: jobs.proc_state(proc.pid) is None, 10, "the stopped job reaped (no zombie)",
+               lambda: f"state {jobs.proc_state(proc.pid)!r}")
     with pytest.raises(jobs.JobError, match="not running"):
         jobs.stop_run(run)
 
 
+def _trainer(argv_head: list[str], cwd, out_args: list[str], demo_root) -> subprocess.Popen:
+    """A real training process of the tiny demo config (200 epochs: it runs until killed)."""
+    from conftest import ROOT, tiny
+
+    cwd.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    argv = [*argv_head, "train", "--config", "demo", *out_args, *tiny(demo_root, **{"optim.epochs": 200})]
+    return subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, start_new_session=True)
+
+
+def test_resume_refuses_a_live_run_however_it_was_started(tmp_path, demo_root):
+    """The runs Resume's old command-line guard missed (finding 4): started as ``python -u -m flrdf train``
+    (what torchrun's workers run), without --out (the default runs/<name>-<time>), with a relative --out."""
+    py = sys.executable
+    started = {
+        "python -u": (_trainer([py, "-u", "-m", "flrdf"], tmp_path / "a", ["--out", str(tmp_path / "a" / "run")],
+                               demo_root), lambda: tmp_path / "a" / "run"),
+        "no --out": (_trainer([py, "-m", "flrdf"], tmp_path / "b", [], demo_root),
+                     lambda: next(iter(sorted((tmp_path / "b" / "runs").glob("demo-*"))), tmp_path / "b" / "none")),
+        "relative --out": (_trainer([py, "-m", "flrdf"], tmp_path / "c", ["--out", "rel/run"], demo_root),
+                           lambda: tmp_path / "c" / "rel" / "run"),
+    }
+    spawned = []
+    try:
+        for how, (proc, where) in started.items():
+            # live, holding its lock, and resumable by every other test: config and a checkpoint written
+            wait_until(lambda: (where() / "checkpoints" / "last.pt").is_file() or proc.poll() is not None, 300,
+                       f"the first checkpoint of the run started with {how}",
+                       lambda: file_tail(where() / "log.txt") + "\n" + file_tail(where() / "status.json"))
+            assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
+            run = where()
+            assert json.loads((run / "status.json").read_text())["state"] == "running"
+            try:
+                pid = jobs.resume_train(run, [], 1)
+            except jobs.JobError as exc:
+                assert "still running" in str(exc) and str(proc.pid) not in str(exc), (how, str(exc))
+            else:
+                spawned.append(pid)
+                pytest.fail(f"Resume started a second trainer of the live run started with {how}")
+            assert not (run / jobs.JOB_FILE).exists()  # nothing was launched
+            assert proc.poll() is None
+    finally:
+        for proc, _ in started.values():
+            if proc.poll() is None:
+                proc.kill()
+            proc.communicate()
+        for pid in spawned:
+            if jobs.proc_state(pid) not in (None, "Z"):
+                os.kill(pid, signal.SIGKILL)
+    # once the trainer is gone, Resume starts one (whose own lock then guards the run)
+    run = started["relative --out"][1]()
+    pid = jobs.resume_train(run, ["optim.epochs=1"], 1)
+    try:
+        wait_until(lambda: jobs.proc_state(pid) is None, 300, "the resumed job to finish",
+                   lambda: file_tail(run / jobs.STDERR) + "\n" + file_tail(run / "status.json"))
+        assert json.loads((run / "status.json").read_text())["state"] == "finished", file_tail(run / jobs.STDERR)
+    finally:
+        if jobs.proc_state(pid) not in (None, "Z"):
+            os.kill(pid, signal.SIGKILL)
+
+
+# Stop's identity rule for jobs this dashboard started (``owned_pid``); Resume's guard is the lock (above)
 @pytest.mark.parametrize("argv, ok", [
     (["/usr/bin/python3", "-m", "flrdf", "train", "--out", "{run}"], True),
     (["python", "-m", "flrdf", "loc-eval", "--run", "x", "--out={run}"], True),

@@ -25,6 +25,7 @@ from gradio_client import Client
 from gradio_client.exceptions import AppError
 
 from conftest import _free_port
+from waits import wait_s
 from dashboard import jobs, train_form
 from flrdf.config import ConfigError
 from flrdf.engine.rundir import write_json
@@ -35,7 +36,8 @@ TINY = {"data.image_size": 64, "data.resize": 72, "data.num_workers": 0, "optim.
 
 
 def _wait(pred, timeout: float, every: float = 0.2) -> bool:
-    end = time.monotonic() + timeout
+    """Polls ``pred`` for ``timeout`` s on an idle machine (scaled: tests/waits.py); callers say what was seen."""
+    end = time.monotonic() + wait_s(timeout)
     while time.monotonic() < end:
         if pred():
             return True
@@ -97,7 +99,7 @@ def sleeper():
     for proc in procs:
         if proc.poll() is None:
             proc.kill()
-        proc.wait(10)
+        proc.wait(wait_s(10))
 
 
 def _alive(proc: subprocess.Popen) -> bool:
@@ -106,7 +108,7 @@ def _alive(proc: subprocess.Popen) -> bool:
 
 def _upload(url: str, name: str, data: bytes) -> Path:
     """POST a file to Gradio's upload route; returns where it landed on the server."""
-    r = httpx.post(url.rstrip("/") + "/gradio_api/upload", files={"files": (name, data)}, timeout=30)
+    r = httpx.post(url.rstrip("/") + "/gradio_api/upload", files={"files": (name, data)}, timeout=wait_s(30))
     r.raise_for_status()
     return Path(r.json()[0])
 
@@ -164,7 +166,8 @@ def test_a_foreign_process_with_flrdf_in_argv_is_not_stoppable(app, sleeper, tmp
     (fake / "__main__.py").write_text("import time\ntime.sleep(600)\n")
     other = sleeper([sys.executable, "-m", "flrdf", "train", "--config", "demo", "--out", str(tmp_path / "theirs")],
                     cwd=fake.parent)
-    assert _wait(lambda: all(jobs.proc_start_time(p.pid) for p in (impostor, other)), 10)
+    assert _wait(lambda: all(jobs.proc_start_time(p.pid) for p in (impostor, other)), 10), \
+        [(p.pid, p.poll(), jobs.proc_state(p.pid)) for p in (impostor, other)]
     for proc in (impostor, other):
         write_json(run / jobs.JOB_FILE, {"kind": "train", "pid": proc.pid, "argv": [],
                                          "start_time": jobs.proc_start_time(proc.pid)})
@@ -293,15 +296,15 @@ def served(tmp_path, tiny_model_file):
 
     try:
         assert _wait(lambda: up() or proc.poll() is not None, 180, 0.5) and proc.poll() is None, \
-            (proc.stderr.read().decode()[-2000:] if proc.poll() is not None else "app.py did not answer")
+            (proc.stderr.read().decode()[-2000:] if proc.poll() is not None else "app.py did not answer (still running)")
         yield url, runs
     finally:
         proc.terminate()
         try:
-            proc.wait(20)
+            proc.wait(wait_s(20))
         except subprocess.TimeoutExpired:
             proc.kill()
-            proc.wait(10)
+            proc.wait(wait_s(10))
 
 
 def test_fifo_checkpoint_is_refused_and_the_server_keeps_answering(served, examples_dir):
@@ -324,9 +327,9 @@ def test_fifo_checkpoint_is_refused_and_the_server_keeps_answering(served, examp
     t = threading.Thread(target=call, daemon=True)
     t.start()
     try:
-        t.join(90)
+        t.join(wait_s(90))
         assert not t.is_alive(), "the FIFO checkpoint request is still hanging"
-        info = httpx.get(url + "gradio_api/info", timeout=30)
+        info = httpx.get(url + "gradio_api/info", timeout=wait_s(30))
         assert info.status_code == 200 and "/inspect" in info.json()["named_endpoints"]
         assert isinstance(result.get("error"), AppError) and "not a regular file" in str(result["error"])
         _no_leak(str(result["error"]), str(runs))
@@ -338,6 +341,36 @@ def test_fifo_checkpoint_is_refused_and_the_server_keeps_answering(served, examp
                 pass
 
 
+# ---------------------------------------------------------------- issue 22: the dataset root of /evaluate and /analyze
+def test_evaluate_and_analyze_read_datasets_only_under_the_allowed_roots(app, outside, tiny_model_file):
+    """A folder in dataset layout outside data/, runs/ and --allow-dir is refused as the Data tab refuses it, before
+    any job starts; one under runs/ is accepted."""
+    import shutil
+
+    _, client, base = app
+    model = base / "runs" / "root-check.safetensors"
+    shutil.copy(tiny_model_file, model)
+    (outside / "images.txt").write_text(f"1 {SECRET}/a.jpg\n")  # looks like a dataset, holds a secret
+    before = _tree(base / "runs")
+    for root in (str(outside), "/etc", f"{base}/runs/../{outside.name}", "../" * 12 + "etc"):
+        for api, args in (("/evaluate", (str(model), "test", root, ["gradcam"], None, 1)),
+                          ("/analyze", (str(model), "test", root, ["gradcam"], 1, 0))):
+            with pytest.raises(AppError, match="dataset root must be a folder under data/, runs/") as info:
+                client.predict(*args, api_name=api)
+            _no_leak(str(info.value), str(outside), str(base))
+    assert _tree(base / "runs") == before  # refused before a result folder or a job exists
+    inside = base / "runs" / "data-copy"
+    shutil.copytree(base / "demo", inside)
+    msg, folder = client.predict(str(model), "test", str(inside), ["gradcam"], None, 1, api_name="/evaluate")
+    assert "background" in msg and Path(folder).parent == base / "runs" / "eval"
+    job = json.loads((Path(folder) / jobs.JOB_FILE).read_text())
+    assert f"data.root={inside}" in job["argv"]
+    try:
+        jobs.signal_job(Path(folder), signal.SIGTERM, jobs.JOB_COMMANDS)
+    except jobs.JobError:
+        pass  # already finished
+
+
 # ---------------------------------------------------------------- 6. zombies after Stop
 def test_a_stopped_job_is_reaped(app):
     _, client, base = app
@@ -346,9 +379,10 @@ def test_a_stopped_job_is_reaped(app):
     run_dir = base / "runs" / run
     pid = json.loads((run_dir / jobs.JOB_FILE).read_text())["pid"]
     try:
-        assert _wait(lambda: "state: **running**" in client.predict(run, api_name="/run_status")[0], 120, 0.5)
+        shown = lambda: client.predict(run, api_name="/run_status")[0]  # noqa: E731
+        assert _wait(lambda: "state: **running**" in shown(), 120, 0.5), shown()
         assert "SIGTERM" in client.predict(run, api_name="/stop")
-        assert _wait(lambda: "state: **stopped**" in client.predict(run, api_name="/run_status")[0], 60, 0.5)
+        assert _wait(lambda: "state: **stopped**" in shown(), 60, 0.5), shown()
         # gone from /proc: exited and collected - not a zombie ('Z') waiting for the app to wait() on it
         assert _wait(lambda: jobs.proc_state(pid) is None, 30), f"state {jobs.proc_state(pid)!r} after Stop"
     finally:

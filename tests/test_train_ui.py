@@ -12,10 +12,11 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import time
 from pathlib import Path
 
 import pytest
+
+from waits import wait_until
 
 TINY = {"data.image_size": 64, "data.resize": 72, "data.num_workers": 0, "optim.batch_size": 8,
         "runtime.log_every": 1, "runtime.device": "cpu", "runtime.eval_every": 0}
@@ -42,15 +43,16 @@ def status_of(client, run: str) -> str:
 
 
 def wait_for(client, run: str, pattern: str, timeout: float = 120) -> str:
-    """Poll the status endpoint until ``pattern`` shows; the timeout only keeps a broken job from hanging."""
-    deadline = time.monotonic() + timeout
-    text = ""
-    while time.monotonic() < deadline:
-        text = status_of(client, run)
-        if re.search(pattern, text):
-            return text
-        time.sleep(0.3)
-    raise AssertionError(f"{pattern!r} not seen within {timeout} s; last status:\n{text}")
+    """Poll the status endpoint until ``pattern`` shows; the wait (scaled, tests/waits.py) only keeps a broken job
+    from hanging, and reports the status last shown."""
+    shown = [""]
+
+    def seen():
+        shown[0] = status_of(client, run)
+        return re.search(pattern, shown[0])
+
+    wait_until(seen, timeout, f"{pattern!r} in the status of {run}", lambda: shown[0], 0.3)
+    return shown[0]
 
 
 def loss_points(text: str) -> int:
@@ -106,15 +108,15 @@ def test_evaluate_tab_produces_the_table(client, studio, request):
     msg, folder = client.predict(str(finished[0]), "test", "", ["gradcam", "eigencam"], None, 6,
                                     api_name="/evaluate")
     assert "background" in msg and Path(folder).parent == finished[0] / "eval"
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        progress, table, summary, *_ = client.predict(folder, api_name="/eval_view")
-        if table and table.get("data"):
-            break
-        assert "failed" not in progress, progress
-        time.sleep(0.5)
-    else:
-        raise AssertionError(f"no table; progress: {progress}")
+    view = [None]
+
+    def has_table():
+        view[0] = client.predict(folder, api_name="/eval_view")
+        assert "failed" not in view[0][0], view[0][0]
+        return view[0][1] and view[0][1].get("data")
+
+    wait_until(has_table, 300, "the evaluation table", lambda: f"progress: {view[0] and view[0][0]}", 0.5)
+    progress, table, summary, *_ = view[0]
     methods = [r[0] for r in table["data"]]
     assert methods[0].startswith("FLRDF") and "Grad-CAM" in methods and methods[-1].startswith("centre")
     assert "Classification top-1" in summary and (Path(folder) / "results.json").is_file()

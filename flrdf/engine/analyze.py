@@ -32,7 +32,7 @@ import numpy as np
 
 from flrdf.analysis import (agreement, class_order, confused_pairs, confusion_matrix, most_confused_with,
                             per_class_accuracy, top1, worst_block)
-from flrdf.engine.rundir import now_iso, read_result_file, result_folder, write_json
+from flrdf.engine.rundir import create_unique_dir, now_iso, read_result_file, result_folder, write_json
 
 FORMAT = "flrdf-analyze"
 RESULTS = "results.json"
@@ -326,7 +326,8 @@ def main(argv: list[str] | None = None) -> int:
     args.command = "python -m flrdf analyze " + shlex.join(argv)
     source = Path(args.run or args.checkpoint)
     split = args.split or "test"
-    out = Path(args.out) if args.out else default_out(source, split, args.runs_dir)
+    # the default folder is created now, atomically: two runs of the command never share it
+    out = Path(args.out) if args.out else create_unique_dir(default_out(source, split, args.runs_dir))
     out.mkdir(parents=True, exist_ok=True)
     progress = Progress(out, 0, phase="loading", source=str(source), split=split)
     try:

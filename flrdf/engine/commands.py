@@ -70,21 +70,31 @@ def train_main(argv: list[str]) -> int:
                 cfg.name = Path(args.config).stem
     except ConfigError as exc:
         return _fail(str(exc))
+    from flrdf.engine.rundir import RunLocked, create_unique_dir, run_lock_holder
+
     if args.out:
         out = Path(args.out)
+        holder = run_lock_holder(out)
+        if holder is not None:  # checked first: a live run's message names its process, whatever else holds
+            return _fail(str(RunLocked(out, holder)), 1)
         if not args.resume and (out / "status.json").exists():
             return _fail(f"{out} already holds a run; use --resume to continue it or choose another --out")
     elif world > 1:
         return _fail("under torchrun pass --out RUN_DIR so every rank writes to the same run")
-    else:
-        out = default_run_dir(args.runs_dir, cfg.name)
     if not cfg.data.root:
         return _fail(f"data.root is empty: pass --set data.root=/path/to/{cfg.data.dataset}")
+    if not args.out:  # created now (atomically): two runs started in the same second get two folders
+        out = create_unique_dir(default_run_dir(args.runs_dir, cfg.name))
 
     from flrdf.engine.trainer import train
 
     print(f"run directory: {out}", flush=True)
-    status = train(cfg, out, resume=args.resume)
+    try:
+        status = train(cfg, out, resume=args.resume)
+    except RunLocked as exc:  # another trainer took the run between the check above and train()
+        return _fail(str(exc), 1)
+    except OSError as exc:  # the run directory or its train.lock cannot be made or locked
+        return _fail(f"cannot use {out} as a run directory: {exc}", 1)
     state = status.get("state")
     if state == "failed":
         print(f"error: training failed: {status.get('error')}", file=sys.stderr)

@@ -34,7 +34,7 @@ import numpy as np
 
 from flrdf.cams import DEFAULT_METHODS, METHODS
 from flrdf.engine.localization import CENTRE_KEY, FLRDF_KEY, WORST_K, LocResult, WorstImage
-from flrdf.engine.rundir import now_iso, read_result_file, result_folder, write_json
+from flrdf.engine.rundir import create_unique_dir, now_iso, read_result_file, result_folder, write_json
 
 FORMAT = "flrdf-loc-eval"
 PROGRESS = "progress.json"
@@ -263,7 +263,8 @@ def main(argv: list[str] | None = None) -> int:
     args.command = "python -m flrdf loc-eval " + shlex.join(argv)
     source = Path(args.run or args.checkpoint)
     split = args.split or "test"
-    out = Path(args.out) if args.out else default_out(source, split, args.runs_dir)
+    # the default folder is created now, atomically: two runs of the command never share it
+    out = Path(args.out) if args.out else create_unique_dir(default_out(source, split, args.runs_dir))
     out.mkdir(parents=True, exist_ok=True)
     progress = Progress(out, 0, phase="loading", source=str(source), split=split)
     try:

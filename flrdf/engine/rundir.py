@@ -5,17 +5,29 @@
     RUN_DIR/status.json       state (running|finished|failed|stopped), pid, times, error
     RUN_DIR/log.txt           human-readable log
     RUN_DIR/checkpoints/      last.pt (every epoch and on stop), best.pt (validation only)
+    RUN_DIR/train.lock        flock'ed by the one training process of the run (its pid written in it)
 
 Readers polling while the job runs never see torn data: JSON files are replaced
 atomically (write + rename) and each metrics line is appended with one write()
 call; ``read_metrics`` ignores a final line that has no newline yet.
+
+One trainer per run: the training process holds an exclusive ``fcntl.flock`` on
+``train.lock`` for its lifetime (``hold_run_lock``); a second trainer - a resume, a
+fresh run into the same folder - is refused while it is held, and readers ask
+``run_lock_holder``. The kernel drops the lock when the process dies, however it dies.
+
+Result folders (eval, analysis) are created by ``create_unique_dir``: ``mkdir``
+without ``exist_ok`` is atomic, so concurrent jobs never share one.
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
 import math
 import os
+import stat
 import time
 from pathlib import Path
 from typing import Any
@@ -23,6 +35,7 @@ from typing import Any
 from flrdf.engine.checkpoint import atomic_write_bytes
 
 STATES = ("running", "finished", "failed", "stopped")
+LOCK_FILE = "train.lock"
 
 
 def now_iso() -> str:
@@ -63,6 +76,7 @@ class RunDir:
     checkpoints = property(lambda self: self.path / "checkpoints")
     last = property(lambda self: self.path / "checkpoints" / "last.pt")
     best = property(lambda self: self.path / "checkpoints" / "best.pt")
+    lock = property(lambda self: self.path / LOCK_FILE)
 
     def create(self) -> None:
         self.checkpoints.mkdir(parents=True, exist_ok=True)
@@ -107,6 +121,118 @@ def result_folder(source: Path, split: str, runs_dir: str, kind: str) -> Path:
     if run is not None and (run / "config.yaml").is_file():
         return run / kind / f"{split}-{stamp}"
     return Path(runs_dir) / kind / f"{source.stem}-{split}-{stamp}"
+
+
+def create_unique_dir(path: str | Path, attempts: int = 1000) -> Path:
+    """Create ``path`` now - or ``path-2``, ``path-3``, ... the first free name - and return it. ``mkdir`` without
+    ``exist_ok`` either creates the folder or fails: two callers racing for one name never both get it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for i in range(1, attempts + 1):
+        cand = path if i == 1 else path.with_name(f"{path.name}-{i}")
+        try:
+            cand.mkdir()
+            return cand
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free folder name {path.name}[-N] (N < {attempts + 1}) in {path.parent}")
+
+
+# ---------------------------------------------------------------- one trainer per run directory
+class RunLocked(RuntimeError):
+    """Another process holds the run directory's training lock."""
+
+    def __init__(self, run_dir: Path, pid: int):
+        self.run_dir, self.pid = Path(run_dir), pid
+        who = f"process {pid}" if pid > 0 else "another process (its pid is not written yet)"
+        super().__init__(f"{run_dir} is being trained by {who}, which holds {LOCK_FILE}; "
+                         "wait for it to end (or stop it) before resuming or training into this folder")
+
+
+_held_locks: set[int] = set()   # descriptors of run locks this process holds
+
+
+def _drop_locks_in_child() -> None:
+    """A forked child (a DataLoader worker, say) shares the parent's lock: close its copies, so the lock ends
+    with the trainer itself and not with the last of its workers."""
+    for fd in _held_locks:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _held_locks.clear()
+
+
+os.register_at_fork(after_in_child=_drop_locks_in_child)
+
+
+def _lock_pid(fd: int) -> int:
+    """The pid written in an open lock file; 0 when there is none (yet)."""
+    try:
+        text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+    except OSError:
+        return 0
+    return int(text) if text.isdigit() else 0
+
+
+def hold_run_lock(run_dir: str | Path) -> int:
+    """Take ``RUN_DIR/train.lock`` (exclusive, non-blocking) and write this process's pid in it; returns the open
+    descriptor, which holds the lock until ``release_run_lock`` or the end of the process. ``RunLocked`` (naming
+    the holder's pid) when another process holds it. Neither an exec'ed program (close-on-exec) nor a forked child
+    (closed after the fork) keeps the run locked."""
+    path = Path(run_dir) / LOCK_FILE
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, 0o644)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, f"{path} is not a regular file")
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunLocked(Path(run_dir), _holder_pid(fd)) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    except BaseException:
+        os.close(fd)
+        raise
+    _held_locks.add(fd)
+    return fd
+
+
+def release_run_lock(fd: int) -> None:
+    """Give back a lock ``hold_run_lock`` took (the file stays: removing it would race with the next holder)."""
+    _held_locks.discard(fd)
+    os.close(fd)
+
+
+def _holder_pid(fd: int, patience_s: float = 1.0) -> int:
+    """The holder writes its pid right after taking the lock: wait that long for it."""
+    end = time.monotonic() + patience_s
+    pid = _lock_pid(fd)
+    while not pid and time.monotonic() < end:
+        time.sleep(0.02)
+        pid = _lock_pid(fd)
+    return pid
+
+
+def run_lock_holder(run_dir: str | Path) -> int | None:
+    """None when no process holds ``RUN_DIR/train.lock``; else the holder's pid as written in the file (0 if it
+    could not be read). Probes with a non-blocking flock that it releases at once; creates nothing."""
+    path = Path(run_dir) / LOCK_FILE
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError:
+        return None  # no lock file (or a symlink, refused): nobody trains here under this guard
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return _holder_pid(fd)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
 
 
 def read_metrics(run_dir: str | Path) -> list[dict]:

@@ -2,6 +2,10 @@
 by ``torchrun`` (DistributedDataParallel, rank 0 writes the run directory) and,
 through a subprocess, by the dashboard.
 
+One trainer per run directory: rank 0 holds ``RUN_DIR/train.lock`` (``rundir.hold_run_lock``)
+from before its first write to after its last; while another process holds it, ``train`` raises
+``RunLocked`` (naming that process's pid) and writes nothing.
+
 Faults: SIGTERM/SIGINT -> checkpoint + status 'stopped'; a NaN/inf loss ->
 status 'failed' with the last good checkpoint kept; any exception -> 'failed'
 with its message. ``resume`` continues from ``checkpoints/last.pt``: weights, optimizer,
@@ -31,7 +35,7 @@ from flrdf.engine.checkpoint import read_checkpoint, rng_state, save_checkpoint,
 from flrdf.engine.evaluate import evaluate
 from flrdf.engine.loaders import build_loaders
 from flrdf.engine.optim import build_optimizer
-from flrdf.engine.rundir import RunDir, now_iso
+from flrdf.engine.rundir import RunDir, RunLocked, hold_run_lock, now_iso, release_run_lock
 from flrdf.engine.step import precision_for, resolve_device, train_step
 from flrdf.model import FLRDF
 
@@ -111,10 +115,22 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False) -> dict:
     ddp = distributed.active()  # also a 1-process torchrun: the same collectives as a multi-GPU run
     is_main = rank == 0
     run = RunDir(run_dir)
-    if is_main:
+    lock, refused = None, None
+    if is_main:  # rank 0 alone holds the run's lock: one trainer (one process group) per run directory
         run.create()
-    if ddp:
-        distributed.barrier(device)
+        try:
+            lock = hold_run_lock(run.path)
+        except (RunLocked, OSError) as exc:  # held by another trainer; or not a file we may lock
+            refused = exc
+    if ddp:  # also the barrier: past it the run directory exists; every rank learns rank 0's verdict
+        verdict = distributed.all_gather_objects(None if refused is None else (getattr(refused, "pid", None),
+                                                                              str(refused)))[0]
+        if verdict is not None and refused is None:
+            refused = RunLocked(run.path, verdict[0]) if verdict[0] is not None else OSError(verdict[1])
+    if refused is not None:  # before any write: the running trainer's files stay as they are
+        if dist.is_initialized():
+            dist.destroy_process_group()
+        raise refused
     _setup_logging(run, rank)
     stop = _StopFlag()
     stop.install()
@@ -137,6 +153,8 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False) -> dict:
         stop.restore()
         if is_main and status:
             status = run.update_status(**status)
+        if lock is not None:
+            release_run_lock(lock)  # releases train.lock (after the final status: a Resume waiting on it reads that)
         if dist.is_initialized():
             dist.destroy_process_group()
     return status
