@@ -348,7 +348,6 @@ def _run(args, source: Path, out: Path, progress) -> dict:
     import torch
     from torch.utils.data import DataLoader
 
-    from flrdf.config import apply_overrides
     from flrdf.data import DatasetRecords, FGVCDataset
     from flrdf.engine.checkpoint import load_model
     from flrdf.engine.loaders import records_for, transform_for
@@ -359,8 +358,8 @@ def _run(args, source: Path, out: Path, progress) -> dict:
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     device = resolve_device(args.device)
-    loaded = load_model(source, device)
-    cfg = apply_overrides(loaded.config, args.overrides)
+    loaded = load_model(source, device, args.overrides)  # model.* overrides rebuild the model (or stop, naming the key)
+    cfg = loaded.config
     split = args.split or cfg.data.test_split
     data = records_for(cfg.data, split, cfg.runtime.seed)
     if not data.records:

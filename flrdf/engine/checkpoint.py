@@ -13,6 +13,7 @@ Two formats, both loadable without running code from the file:
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import random
@@ -24,7 +25,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from flrdf.config import Config, ConfigError, config_from_dict
+from flrdf.config import Config, ConfigError, apply_overrides, config_from_dict
+from flrdf.engine.model_overrides import changed_keys, check_changes, load_weights
 from flrdf.model import FLRDF
 
 FORMAT = "flrdf-checkpoint"
@@ -182,19 +184,27 @@ class LoadedModel:
     extra: dict = field(default_factory=dict)
 
 
-def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
-    """Build the model a checkpoint, model file or run directory describes, in eval mode."""
+def load_model(path: str | Path, device: str | torch.device = "cpu", overrides: list[str] | None = None) -> LoadedModel:
+    """Build the model a checkpoint, model file or run directory describes, in eval mode.
+
+    ``overrides`` (``--set key=value``) apply to the stored config before the model is built: a
+    ``model.*`` key rebuilds the model with it, or is refused naming the key where the checkpoint's
+    weights cannot serve it (flrdf.engine.model_overrides); ConfigError then."""
     path = resolve_checkpoint_path(path)
     state = _read_model_file(path) if path.suffix == ".safetensors" else read_checkpoint(path)
     try:
         cfg = config_from_dict(state["config"])
     except ConfigError as exc:
         raise CheckpointError(f"{path}: its stored config is invalid: {exc}") from None
+    stored = copy.deepcopy(cfg.model)
+    cfg = apply_overrides(cfg, overrides)
+    changed = changed_keys(stored, cfg.model)
+    check_changes(changed)
     cfg.model.pretrained = False  # the weights come from the checkpoint
     cfg.model.weights = None
     model = FLRDF(cfg.model, len(state["class_names"]))
     try:
-        model.load_state_dict(state["model"])
+        load_weights(model, state["model"], changed)
     except RuntimeError as exc:
         raise CheckpointError(f"{path}: weights do not fit the model its config describes: {str(exc)[:500]}") from None
     model.to(device).eval()

@@ -97,7 +97,7 @@ def _load(args):
     from flrdf.engine.step import resolve_device
 
     device = resolve_device(args.device)
-    return load_model(args.run or args.checkpoint, device), device
+    return load_model(args.run or args.checkpoint, device, getattr(args, "overrides", None)), device
 
 
 def add_source_args(p: argparse.ArgumentParser, split_help: str = "dataset split") -> None:
@@ -130,8 +130,8 @@ def eval_main(argv: list[str]) -> int:
     from flrdf.engine.step import precision_for
 
     try:
-        loaded, device = _load(args)
-        cfg = apply_overrides(loaded.config, args.overrides)
+        loaded, device = _load(args)  # --set applies before the model is built (model.* keys rebuild it)
+        cfg = loaded.config
         if args.tau is not None and not 0 <= args.tau <= 1:
             return _fail("--tau must lie in [0, 1]")
         split = args.split or cfg.data.test_split
