@@ -385,13 +385,24 @@ def make_demo_data_v2(
     specs = class_specs_v2(num_classes)
     if not 96 <= max_side <= 2048:
         raise ValueError(f"largest image side must be between 96 and 2048 pixels for version 2, got {max_side}")
-    meta = {"generator": "flrdf.data.synthetic_v2", "version": VERSION, "seed": seed, "classes": num_classes,
+    meta = generator_record_v2(num_classes, train_per_class, test_per_class, max_side, seed)
+    return write_cub_tree(out_dir, [s.name for s in specs], train_per_class, test_per_class,
+                          lambda c, n: render_sample_v2(specs[c], (seed, n), max_side), meta, progress=progress)
+
+
+def generator_record_v2(num_classes: int, train_per_class: int, test_per_class: int, max_side: int = DEFAULT_MAX_SIDE,
+                        seed: int = 0, version: int = VERSION) -> dict:
+    """The marker file's record of a version 2 (or 3) set with these parameters (flrdf.data.synthetic_overlap
+    reads which images it holds from it)."""
+    specs = class_specs_v2(num_classes)
+    meta = {"generator": "flrdf.data.synthetic_v2", "version": version, "seed": seed, "classes": num_classes,
             "train_per_class": train_per_class, "test_per_class": test_per_class,
             "image_sides": [round(max_side * MIN_SIDE_RATIO), max_side], "box_fraction": list(BOX_FRACTION),
             "detail_unit_at_128px": list(DETAIL_AT_128),
             "class_specs": [{"wing": s.wing, "head": s.head} for s in specs]}
-    return write_cub_tree(out_dir, [s.name for s in specs], train_per_class, test_per_class,
-                          lambda c, n: render_sample_v2(specs[c], (seed, n), max_side), meta, progress=progress)
+    if version >= 3:
+        meta["image_key"] = "(seed, 3, split, class, k)"
+    return meta
 
 
 def image_key_v3(seed: int, split: str, class_index: int, k: int) -> tuple[int, ...]:
@@ -417,11 +428,7 @@ def make_demo_data_v3(
     if not 96 <= max_side <= 2048:
         raise ValueError(f"largest image side must be between 96 and 2048 pixels for version 3, got {max_side}")
     per = train_per_class + test_per_class
-    meta = {"generator": "flrdf.data.synthetic_v2", "version": 3, "seed": seed, "classes": num_classes,
-            "train_per_class": train_per_class, "test_per_class": test_per_class,
-            "image_sides": [round(max_side * MIN_SIDE_RATIO), max_side], "box_fraction": list(BOX_FRACTION),
-            "detail_unit_at_128px": list(DETAIL_AT_128), "image_key": "(seed, 3, split, class, k)",
-            "class_specs": [{"wing": s.wing, "head": s.head} for s in specs]}
+    meta = generator_record_v2(num_classes, train_per_class, test_per_class, max_side, seed, version=3)
 
     def render(c: int, n: int) -> SampleV2:
         k = n - c * per  # the writer numbers images class by class, train images first
