@@ -2,6 +2,7 @@
 validation split; the decision and both figures recorded; eval / loc-eval say which box they report."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ from flrdf.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from flrdf.engine.refine_choice import RefineDecision, box_statement, decide, figures, tally
 from flrdf.refine import RefineSettings, refine_boxes
 
+ROOT = Path(__file__).resolve().parents[1]
 SIZE, STRIDE, TAU = 112, 8, 0.2
 GRID = box_grid(STRIDE, (SIZE, SIZE))
 
@@ -183,3 +185,42 @@ def test_a_run_without_validation_leaves_auto_unresolved(tiny_run, demo_root, ca
     assert auto["loc_acc"] == plain["loc_acc"] and auto["mean_iou"] == plain["mean_iou"]
     assert plain["box"] == "box: the map's own box (--set model.box_refine=none)"
     assert load_model(tiny_run).model.refines is False
+
+
+def test_resolve_refine_script_records_the_decision_in_a_model_file(tiny_run, demo_root, tmp_path, capsys):
+    """scripts/resolve_refine.py (how the bundled demo model got its decision): the figures are the evaluator's,
+    the file's config gets the decision and the records, its tensors stay byte for byte."""
+    import importlib.util
+
+    from safetensors import safe_open
+
+    from flrdf.engine.checkpoint import load_model
+    from flrdf.engine.commands import export_main
+    from flrdf.engine.evaluate import evaluate
+    from flrdf.engine.loaders import eval_loader
+    from flrdf.engine.step import precision_for
+
+    model_file = tmp_path / "m.safetensors"
+    assert export_main(["--checkpoint", str(tiny_run), "--model-out", str(model_file)]) == 0
+    with safe_open(str(model_file), framework="pt") as f:
+        before = {k: f.get_tensor(k) for k in f.keys()}
+        stored = json.loads(f.metadata()["config"])
+    script = importlib.util.spec_from_file_location("resolve_refine", ROOT / "scripts" / "resolve_refine.py")
+    mod = importlib.util.module_from_spec(script)
+    script.loader.exec_module(mod)
+    capsys.readouterr()
+    assert mod.main(["--model", str(model_file), "--root", str(demo_root), "--split", "test", "--write"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    prec = precision_for(torch.device("cpu"), False, False)
+    for value, key in (("grabcut", "loc_acc_refined"), ("none", "loc_acc_map")):
+        loaded = load_model(model_file, "cpu", [f"data.root={demo_root}", f"model.box_refine={value}"])
+        assert evaluate(loaded.model, eval_loader(loaded.config.data, "test", 8, 0), prec)["loc_acc"] == \
+            pytest.approx(result[key], abs=1e-6)
+    after = load_model(model_file)
+    assert after.config.model.box_refine == result["decision"] == decide(result["loc_acc_refined"], result["loc_acc_map"])
+    assert after.extra["refine_decision"]["n_box"] == 12 and after.extra["data_generator"]["seed"] == 0
+    with safe_open(str(model_file), framework="pt") as f:
+        assert all(torch.equal(f.get_tensor(k), v) and f.get_tensor(k).dtype == v.dtype for k, v in before.items())
+        config = json.loads(f.metadata()["config"])
+    stored["model"]["box_refine"] = result["decision"]
+    assert config == stored   # every other key as it was (model.weights too, which load_model clears)

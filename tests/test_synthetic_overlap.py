@@ -142,3 +142,20 @@ def test_loc_eval_warns_in_its_table(sets_and_model, tmp_path, capsys):
     captured = capsys.readouterr()
     assert "warning: 3 of the 4 test images" in captured.err
     assert "**Warning**: 3 of the 4 test images" in (tmp_path / "le" / "table.md").read_text()
+
+
+def test_the_bundled_demo_model_carries_its_data_and_refinement_records():
+    """assets/demo_model.safetensors, resolved by scripts/resolve_refine.py (docs/results/demo_refine_decision.json):
+    its data's generator record, so eval warns on make-demo-data --version 2's default set and not on its own."""
+    from flrdf.engine.checkpoint import load_model
+
+    root = Path(__file__).resolve().parents[1]
+    loaded = load_model(root / "assets" / "demo_model.safetensors")
+    record = loaded.extra["data_generator"]
+    assert record == generator_record_v2(10, 150, 40, seed=0)
+    assert training_overlap(record, generator_record_v2(10, 60, 30, seed=0), "test") == (30, 300)
+    assert training_overlap(record, record, "test") == (0, 400)
+    d = loaded.extra["refine_decision"]
+    assert loaded.config.model.box_refine == d["decision"] == "grabcut" and d["requested"] == "auto"
+    assert (d["n_box"], d["loc_acc_refined"], d["loc_acc_map"]) == (150, 0.833333, 0.66)
+    assert json.loads((root / "docs" / "results" / "demo_refine_decision.json").read_text())["decision"] == "grabcut"

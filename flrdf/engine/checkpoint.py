@@ -150,6 +150,26 @@ def save_model_file(path: Path, model, cfg: Config, class_names: list[str], half
     atomic_write_bytes(Path(path), lambda f: f.write(data))
 
 
+def update_model_file(path: Path, extra: dict, model_keys: dict | None = None) -> None:
+    """Rewrite a model file's :data:`CARRIED` records and the ``model.*`` values ``model_keys`` of its stored
+    config (every other key as stored); its tensors are written back unchanged (same dtypes, same bytes)."""
+    from safetensors import safe_open
+    from safetensors.torch import save
+
+    with safe_open(str(path), framework="pt") as f:
+        meta = dict(f.metadata() or {})
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    if meta.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not an FLRDF model file")
+    config = json.loads(meta["config"])
+    config["model"].update(model_keys or {})
+    config_from_dict(config)  # still a valid config
+    meta["config"] = json.dumps(config)
+    meta.update({k: json.dumps(extra[k]) for k in CARRIED if extra.get(k)})
+    data = save(tensors, metadata=meta)
+    atomic_write_bytes(Path(path), lambda f: f.write(data))
+
+
 def _read_model_file(path: Path) -> dict[str, Any]:
     from safetensors import safe_open
 
