@@ -159,3 +159,16 @@ def test_the_bundled_demo_model_carries_its_data_and_refinement_records():
     assert loaded.config.model.box_refine == d["decision"] == "grabcut" and d["requested"] == "auto"
     assert (d["n_box"], d["loc_acc_refined"], d["loc_acc_map"]) == (150, 0.833333, 0.66)
     assert json.loads((root / "docs" / "results" / "demo_refine_decision.json").read_text())["decision"] == "grabcut"
+
+
+def test_the_evaluate_tab_shows_the_box_and_the_warning(sets_and_model, tmp_path, capsys):
+    from dashboard.evaluate_tab import summary_markdown
+    from flrdf.engine.loc_report import main as loc_eval_main, read_results
+
+    _, b, model = sets_and_model
+    assert loc_eval_main(["--checkpoint", str(model), "--set", f"data.root={b}", "--methods", "", "--no-wsol",
+                          "--worst", "0", "--device", "cpu", "--out", str(tmp_path / "le")]) == 0
+    capsys.readouterr()
+    text = summary_markdown(read_results(tmp_path / "le"), tmp_path / "le")
+    assert "FLRDF's box: the map's own box (model.box_refine=none" in text
+    assert "**Warning**: 3 of the 4 test images" in text
