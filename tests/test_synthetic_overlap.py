@@ -3,7 +3,6 @@ depend on the other splits' counts, and eval / loc-eval warn when a set holds th
 
 import hashlib
 import json
-import tempfile
 from pathlib import Path
 
 import pytest

@@ -127,8 +127,8 @@ def eval_main(argv: list[str]) -> int:
     from flrdf.data.synthetic_overlap import overlap_warning
     from flrdf.engine.checkpoint import CheckpointError
     from flrdf.engine.evaluate import evaluate
-    from flrdf.engine.refine_choice import loaded_statement
     from flrdf.engine.loaders import eval_loader
+    from flrdf.engine.refine_choice import loaded_statement
     from flrdf.engine.step import precision_for
 
     try:
