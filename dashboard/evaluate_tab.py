@@ -66,7 +66,9 @@ def summary_markdown(results: dict, folder: Path) -> str:
             f"{results['n_box']} images with boxes, tau = {results['tau']:.2f}, CAMs for the ground-truth class.\n\n"
             f"Classification top-1: combined **{pct(c['top1'])}**, raw {pct(c['top1_raw'])}, "
             f"object {pct(c['top1_object'])}, jigsaw {pct(c['top1_jigsaw'])}; top-5 {pct(c['top5'])}.\n\n"
-            f"Saved in `{folder}` (results.json, table.csv, table.md, PNGs); {results.get('elapsed_s')} s.")
+            + (f"FLRDF's {results['box']}.\n\n" if results.get("box") else "")
+            + "".join(f"**Warning**: {w}\n\n" for w in results.get("warnings") or [])
+            + f"Saved in `{folder}` (results.json, table.csv, table.md, PNGs); {results.get('elapsed_s')} s.")
 
 
 def _read_rgb(path: Path | None):

@@ -37,8 +37,10 @@ class ModelConfig:
     ddt_momentum: float = 0.05       # EMA momentum of the DDT statistics (per training batch)
     frozen_stages: int = 0           # backbone stages kept at their starting weights, BN statistics included:
                                      # 0 none | 1 stem + layer1 | 2 + layer2 | 3 + layer3 (mmdetection's frozen_stages)
-    box_refine: str = "none"         # none | grabcut: in evaluation and inference the map's box is snapped to the
-                                     # object's edges by GrabCut seeded with the map (flrdf/refine.py)
+    box_refine: str = "none"         # none | grabcut | auto: in evaluation and inference the map's box is snapped to the
+                                     # object's edges by GrabCut seeded with the map (flrdf/refine.py); auto: only if
+                                     # that raises loc_acc on the validation split (decided at the end of training,
+                                     # flrdf/engine/refine_choice.py; unresolved, the map's box)
     refine_sure: float = 0.6         # grabcut: map >= this fraction of its peak, inside the box, is sure foreground
     refine_margin: float = 1.0       # grabcut: the working area is the map's box grown by this fraction per side
     refine_iters: int = 5            # grabcut: iterations
@@ -263,8 +265,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"model.frozen_stages must be 0 | 1 | 2 | 3, got {m.frozen_stages!r}")
     if m.loc_map not in ("mean", "ddt"):
         raise ConfigError(f"model.loc_map must be mean | ddt, got {m.loc_map!r}")
-    if m.box_refine not in ("none", "grabcut"):
-        raise ConfigError(f"model.box_refine must be none | grabcut, got {m.box_refine!r}")
+    if m.box_refine not in ("none", "grabcut", "auto"):
+        raise ConfigError(f"model.box_refine must be none | grabcut | auto, got {m.box_refine!r}")
     if not 0.0 <= m.refine_sure <= 1.0:
         raise ConfigError(f"model.refine_sure must lie in [0, 1] (a fraction of the map's peak), got {m.refine_sure!r}")
     if m.refine_margin < 0:

@@ -45,6 +45,7 @@ from flrdf.data.images import to_rgb
 from flrdf.engine.checkpoint import LoadedModel
 from flrdf.jigsaw import random_permutations
 from flrdf.model import PAPER_MAP_SOURCE
+from flrdf.refine import applied
 from flrdf.suppression import WhatIf, capture_suppression, gate_stats, most_suppressed, suppression_whatif
 
 BRANCHES = ("raw", "object", "jigsaw", "combined")
@@ -362,7 +363,7 @@ def inspect_image(loaded: LoadedModel, image, tau: float | None = None, jigsaw_n
     loc, plain = on_grid(torch.cat([out.loc_map[:1], out.plain_map[:1]]).cpu(), grid)
     pred_box = out.boxes[0].cpu()
     map_box = out.map_boxes[0].cpu() if out.map_boxes is not None else pred_box
-    refined = model.cfg.box_refine != "none"
+    refined = applied(model.cfg.box_refine) != "none"
     gt_t = None if gt_in is None else gt_in.view(4)
     cams = []
     for key in methods:
@@ -406,7 +407,7 @@ def inspect_image(loaded: LoadedModel, image, tau: float | None = None, jigsaw_n
         crop_source_px=source_size,
         crop_detail=round(transform.source_detail(orig_size), 4) if source_size else None,
         map_source=model.map_source,
-        box_refine=model.cfg.box_refine,
+        box_refine=applied(model.cfg.box_refine),
         map_box=_box_list(map_box) if refined else None,
         map_iou=_iou(map_box, gt_t) if refined else None,
         uses_paper_map=bool(model.uses_paper_map),

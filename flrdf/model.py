@@ -31,7 +31,7 @@ from flrdf.boxes import BoxGrid, box_grid, boxes_from_maps, crop_resize, normali
 from flrdf.config import ModelConfig
 from flrdf.ddt import DescriptorPCA
 from flrdf.jigsaw import check_grid, shuffle_patches
-from flrdf.refine import RefineSettings, refine_boxes
+from flrdf.refine import RefineSettings, applied, refine_boxes
 from flrdf.suppression import Suppression
 from flrdf.zoom import check_source, crop_from_source
 
@@ -207,8 +207,9 @@ class FLRDF(nn.Module):
 
     @property
     def refines(self) -> bool:
-        """Whether this model's boxes are GrabCut-refined now (``model.box_refine``; evaluation only)."""
-        return self.cfg.box_refine == "grabcut" and not self.training and not self._refine_off
+        """Whether this model's boxes are GrabCut-refined now (``model.box_refine``; evaluation only; an
+        unresolved ``auto`` does not refine)."""
+        return applied(self.cfg.box_refine) == "grabcut" and not self.training and not self._refine_off
 
     @contextmanager
     def without_refinement(self):

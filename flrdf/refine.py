@@ -19,6 +19,10 @@ resampled to at most ``refine_size`` px. Where GrabCut finds no foreground the m
 It runs per image on the CPU (a thread per core; OpenCV releases the GIL), so the model
 refines in evaluation and inference only - training keeps the map's box (docs/PERFORMANCE.md
 has the cost).
+
+``model.box_refine=auto`` keeps GrabCut only where it raises loc_acc on the validation split: the
+trainer measures both boxes there at the end of a run and records the decision and both figures
+(flrdf.engine.refine_choice); until then an ``auto`` model reports the map's box.
 """
 
 from __future__ import annotations
@@ -34,6 +38,12 @@ from flrdf.boxes import BoxGrid, map_to_image, scale_boxes
 from flrdf.data.transforms import to_uint8
 
 REFINERS = ("none", "grabcut")
+BOX_REFINE = (*REFINERS, "auto")  # model.box_refine: auto is resolved on the validation split (flrdf.engine.refine_choice)
+
+
+def applied(box_refine: str) -> str:
+    """The refiner a model with ``model.box_refine`` applies: an unresolved ``auto`` applies none (the map's box)."""
+    return box_refine if box_refine in REFINERS else "none"
 
 
 @dataclass(frozen=True)

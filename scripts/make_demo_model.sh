@@ -29,7 +29,10 @@ fi
 [ "$until" = backbone ] && exit 0
 # 3. FLRDF itself, weakly supervised (image labels only) on the demo set. The config holds 10 % of the
 #    training images out (data.val_fraction); the tau sweep on them goes to runs/demo/eval/val-tau (the
-#    demo's tau was chosen on that split, never on test), then the test split is scored once.
+#    demo's tau was chosen on that split, never on test), then the test split is scored once. The config's
+#    model.box_refine=auto is resolved by the trainer on the same split (GrabCut kept only if it raises
+#    loc_acc there; the decision and both figures in the checkpoint, status.json and the exported file).
+#    The bundled model predates auto: it was resolved afterwards with scripts/resolve_refine.py.
 finished runs/demo || python -m flrdf train --config demo --out runs/demo "$@"
 python -m flrdf loc-eval --run runs/demo --split val --frame crop --methods '' --no-wsol --worst 0 \
   --out runs/demo/eval/val-tau

@@ -167,7 +167,7 @@ def test_cli_version_2(tmp_path, capsys):
     assert len(load_records("cub", tmp_path, "train")) == 12
     assert main(["--out", str(tmp_path / "x"), "--version", "2", "--classes", "30"]) == 2
     assert "between 2 and 25 for version 2, got 30" in capsys.readouterr().err
-    assert main(["--out", str(tmp_path / "y"), "--version", "3"]) == 2  # argparse: invalid choice
+    assert main(["--out", str(tmp_path / "y"), "--version", "4"]) == 2  # argparse: invalid choice
     assert "invalid choice" in capsys.readouterr().err
 
 

@@ -31,7 +31,8 @@ def loc_setup(tmp_path_factory):
     root = base / "data"
     make_demo_data(root, num_classes=4, train_per_class=2, test_per_class=3, image_size=80, seed=1)
     cfg = load_config("demo", ["model.weights=null", f"data.root={root}", "data.image_size=64", "data.resize=72",
-                               "data.num_workers=0", "model.refine_size=64"])  # GrabCut at the input's size
+                               "data.num_workers=0", "model.refine_size=64",  # GrabCut at the input's size
+                               "model.box_refine=grabcut"])  # the demo's auto, resolved to GrabCut
     torch.manual_seed(0)
     model = FLRDF(cfg.model, 4)
     with torch.no_grad():  # the demo's DDT map learns its statistics from training batches: give it one

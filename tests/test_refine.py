@@ -132,12 +132,15 @@ def test_refinement_is_deterministic_across_threads_and_keeps_the_map_box_withou
         torch.set_num_threads(threads)
     assert torch.equal(one, two) and not torch.equal(one[:3], boxes[:3])
     assert one[3].tolist() == [0.0, 0.0, 112.0, 112.0]
-    # a flat image gives GrabCut nothing to separate: no box is invented (the seeds' own, or None:
-    # the caller keeps the map's)
+    # a flat image gives GrabCut nothing to separate: no box is invented. The sure-foreground seeds (the map
+    # >= refine_sure inside its box: all of 24..40 here) are never relabelled, and nothing joins them
     flat = np.full((64, 64, 3), 128, np.uint8)
     prob = np.zeros((64, 64), np.float32)
     prob[24:40, 24:40] = 1.0
-    assert grabcut_box(flat, prob, (24, 24, 40, 40), 0.2, RefineSettings(margin=0.5)) in (None, (24, 24, 40, 40))
+    assert grabcut_box(flat, prob, (24, 24, 40, 40), 0.2, RefineSettings(margin=0.5)) == (24, 24, 40, 40)
+    # with sure seeds on part of the box only, the rest of the flat box is not added to them
+    prob[24:40, 32:40] = 0.4
+    assert grabcut_box(flat, prob, (24, 24, 40, 40), 0.2, RefineSettings(margin=0.5)) == (24, 24, 32, 40)
     # a region that runs into the sure-background frame has leaked: only sides inside the image have a frame
     area = working_area((24, 24, 40, 40), 0.5, (64, 64))
     assert area == (16, 16, 48, 48)
@@ -180,14 +183,36 @@ def test_model_refines_in_evaluation_only_and_crops_the_map_box(demo_views):
     assert torch.equal(out.map_boxes, ref.boxes) and torch.equal(out.logits, ref.logits)
     assert torch.equal(out.object_images, ref.object_images)
     assert not torch.equal(out.boxes, out.map_boxes)
+    # refined on the zoom source and brought back to input pixels: closer to the ground truth than the map's box
+    # (mean IoU on the 12 examples 0.61 vs 0.51, measured on the 2-core CPU); boxes left in source pixels
+    # (3x) or cut from the wrong view would fall far below the map's
+    _, _, gt = demo_views
+    assert float(box_iou(out.boxes, gt).mean()) > float(box_iou(out.map_boxes, gt).mean()) + 0.05
     hw = tuple(x.shape[-2:])
-    assert torch.equal(out.boxes, model.refine(source, out.loc_map, out.map_boxes, hw))
     assert (out.boxes >= 0).all() and (out.boxes[:, 2:] <= torch.tensor(hw[::-1])).all()
     assert (out.boxes[:, 2:] > out.boxes[:, :2]).all()
 
 
+def test_model_refine_finds_a_known_object_from_the_zoom_source():
+    """FLRDF.refine with a layer2 model (stride 8, 112 px input) on a 3x zoom source of a scene whose object
+    box is known: the refined box comes back in input pixels, on the object's edges."""
+    from flrdf.config import load_config
+    from flrdf.model import FLRDF
+
+    cfg = load_config("demo", ["model.weights=null", "model.box_refine=grabcut"])
+    model = FLRDF(cfg.model, 3).eval()
+    assert model.loc_stride == 8
+    img, cells, truth = _scene()
+    grid = box_grid(8, (112, 112))
+    map_box = boxes_from_maps(cells, 0.2, (112, 112), normalize=False, grid=grid)
+    source = _normalised(cv2.resize(img, (336, 336), interpolation=cv2.INTER_NEAREST))
+    refined = model.refine(source, cells, map_box, (112, 112), tau=0.2)
+    assert float(box_iou(refined, truth[None])) > 0.85 > float(box_iou(map_box, truth[None]))
+    assert (refined[0] - truth).abs().max() <= 3, (refined, truth)
+
+
 @pytest.mark.parametrize("key,value,match", [
-    ("box_refine", "crf", "none | grabcut"), ("refine_sure", 1.5, r"\[0, 1\]"), ("refine_margin", -1, ">= 0"),
+    ("box_refine", "crf", "none | grabcut | auto"), ("refine_sure", 1.5, r"\[0, 1\]"), ("refine_margin", -1, ">= 0"),
     ("refine_iters", 0, ">= 1"), ("refine_size", 8, ">= 16"),
 ])
 def test_config_rejects_bad_refinement_settings(key, value, match):
@@ -214,6 +239,19 @@ def test_bench_refine_reports_cost_and_accuracy(tiny_run, demo_root, tmp_path):
     for row in result["rows"]:
         assert row["refine_ms_per_image"] > 0 and row["forward_ms_per_image"] > 0
         assert row["refine_over_forward"] == pytest.approx(row["refine_ms_per_image"] / row["forward_ms_per_image"],
-                                                           rel=0.02)
-        assert 0 <= row["loc_acc"] <= 1 and 0 <= row["mean_iou"] <= 1
-    assert 0 <= result["map_box"]["loc_acc"] <= 1
+                                                           rel=0.02, abs=0.02)  # of the rounded figures
+    # its accuracy figures are the evaluator's, reached by another path (the model's forward refining at that
+    # working size; the map's box: refinement off)
+    from flrdf.engine.checkpoint import load_model
+    from flrdf.engine.evaluate import evaluate
+    from flrdf.engine.loaders import eval_loader
+    from flrdf.engine.step import precision_for
+
+    prec = precision_for(torch.device("cpu"), False, False)
+    for refine, size, got in (("grabcut", 32, result["rows"][0]), ("grabcut", 64, result["rows"][1]),
+                              ("none", 64, result["map_box"])):
+        loaded = load_model(tiny_run, "cpu", [f"data.root={demo_root}", f"model.box_refine={refine}",
+                                              f"model.refine_size={size}"])
+        ref = evaluate(loaded.model, eval_loader(loaded.config.data, "test", 50, 0), prec)
+        assert got["loc_acc"] == pytest.approx(ref["loc_acc"], abs=1e-4) and got["mean_iou"] == pytest.approx(
+            ref["mean_iou"], abs=1e-4), (refine, size)

@@ -17,7 +17,7 @@ flip, rotation, colours, mark jitter - is drawn from random streams seeded by
 of every background and pose parameter by construction. The box is the tight
 box of the object's mask. Deterministic for a seed.
 
-CLI: ``python -m flrdf make-demo-data --out DIR [--version 1|2] [--classes N] [--train-per-class N]
+CLI: ``python -m flrdf make-demo-data --out DIR [--version 1|2|3] [--classes N] [--train-per-class N]
 [--test-per-class N] [--size PX] [--seed S]`` (version 1 by default).
 """
 
@@ -436,7 +436,7 @@ def make_demo_data(
                           lambda c, n: render_sample(specs[c], (seed, n), image_size), meta, progress=progress)
 
 
-VERSIONS = (1, 2)
+VERSIONS = (1, 2, 3)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -446,13 +446,15 @@ def main(argv: list[str] | None = None) -> int:
                     "position on a fish (the positional control); version 2: birds that differ only in the fine "
                     "appearance of wing and head, in clutter, at 256-384 px (see docs/SYNTHETIC.md).")
     parser.add_argument("--out", required=True, help="output folder (CUB_200_2011/ is created inside)")
-    parser.add_argument("--version", type=int, default=1, choices=VERSIONS, help="generator version (default 1)")
+    parser.add_argument("--version", type=int, default=1, choices=VERSIONS,
+                        help="generator version (default 1); 3: version 2's birds, each image drawn from (seed, split, "
+                             "class, k), so test images do not change with the other splits' counts")
     parser.add_argument("--classes", type=int, default=10,
-                        help=f"number of classes, 2..{MAX_CLASSES} (v1) or 2..25 (v2) (default 10)")
+                        help=f"number of classes, 2..{MAX_CLASSES} (v1) or 2..25 (v2, v3) (default 10)")
     parser.add_argument("--train-per-class", type=int, default=60, help="training images per class (default 60)")
     parser.add_argument("--test-per-class", type=int, default=30, help="test images per class (default 30)")
     parser.add_argument("--size", type=int, default=None,
-                        help="v1: image side in pixels (default 256); v2: the largest side, sides drawn per image "
+                        help="v1: image side in pixels (default 256); v2/v3: the largest side, sides drawn per image "
                              "between 2/3 of it and it (default 384)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     try:
@@ -465,11 +467,12 @@ def main(argv: list[str] | None = None) -> int:
             root = make_demo_data(args.out, args.classes, args.train_per_class, args.test_per_class, size, args.seed,
                                   progress=True)
         else:
-            from flrdf.data.synthetic_v2 import DEFAULT_MAX_SIDE, make_demo_data_v2
+            from flrdf.data.synthetic_v2 import DEFAULT_MAX_SIDE, make_demo_data_v2, make_demo_data_v3
 
             size = DEFAULT_MAX_SIDE if args.size is None else args.size
-            root = make_demo_data_v2(args.out, args.classes, args.train_per_class, args.test_per_class, size,
-                                     args.seed, progress=True)
+            make = make_demo_data_v2 if args.version == 2 else make_demo_data_v3
+            root = make(args.out, args.classes, args.train_per_class, args.test_per_class, size, args.seed,
+                        progress=True)
     except (ValueError, OSError) as exc:
         print(f"make-demo-data: error: {exc}", file=sys.stderr)
         return 2

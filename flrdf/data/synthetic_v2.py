@@ -18,7 +18,10 @@ them in the object's own colours, no wing or head pattern - which no class
 has), clutter in the object's colours, and loose detail fragments of every
 class drawn on the background, never on a bird silhouette.
 
-Image number n is drawn from the streams of ``(seed, n)`` (as in v1): the
+Image number n is drawn from the streams of ``(seed, n)`` (as in v1) - or, in
+version 3 (the same images, a new identity), image k of a class's train or test
+split from ``(seed, 3, split, class, k)``, so that no image moves between splits
+when the per-class counts change (flrdf.data.synthetic_overlap): the
 background stream (image size, clutter, decoys, fragments), the object
 stream (pose, scale, position, colours), the mark stream (detail colours and
 jitter; the same draws for every class) and the finishing stream. The class
@@ -55,6 +58,7 @@ from flrdf.data.synthetic import (
 )
 
 VERSION = 2
+SPLIT_KEYS = {"train": 1, "test": 2}  # version 3's stream key: (seed, 3, split, class, k)
 WING_PATTERNS = ("onebar", "twobar", "spotted", "streaked", "chevron")
 HEAD_PATTERNS = ("eyering", "browed", "eyelined", "moustached", "crowned")
 MAX_CLASSES = len(WING_PATTERNS) * len(HEAD_PATTERNS)
@@ -381,10 +385,56 @@ def make_demo_data_v2(
     specs = class_specs_v2(num_classes)
     if not 96 <= max_side <= 2048:
         raise ValueError(f"largest image side must be between 96 and 2048 pixels for version 2, got {max_side}")
-    meta = {"generator": "flrdf.data.synthetic_v2", "version": VERSION, "seed": seed, "classes": num_classes,
+    meta = generator_record_v2(num_classes, train_per_class, test_per_class, max_side, seed)
+    return write_cub_tree(out_dir, [s.name for s in specs], train_per_class, test_per_class,
+                          lambda c, n: render_sample_v2(specs[c], (seed, n), max_side), meta, progress=progress)
+
+
+def generator_record_v2(num_classes: int, train_per_class: int, test_per_class: int, max_side: int = DEFAULT_MAX_SIDE,
+                        seed: int = 0, version: int = VERSION) -> dict:
+    """The marker file's record of a version 2 (or 3) set with these parameters (flrdf.data.synthetic_overlap
+    reads which images it holds from it)."""
+    specs = class_specs_v2(num_classes)
+    meta = {"generator": "flrdf.data.synthetic_v2", "version": version, "seed": seed, "classes": num_classes,
             "train_per_class": train_per_class, "test_per_class": test_per_class,
             "image_sides": [round(max_side * MIN_SIDE_RATIO), max_side], "box_fraction": list(BOX_FRACTION),
             "detail_unit_at_128px": list(DETAIL_AT_128),
             "class_specs": [{"wing": s.wing, "head": s.head} for s in specs]}
-    return write_cub_tree(out_dir, [s.name for s in specs], train_per_class, test_per_class,
-                          lambda c, n: render_sample_v2(specs[c], (seed, n), max_side), meta, progress=progress)
+    if version >= 3:
+        meta["image_key"] = "(seed, 3, split, class, k)"
+    return meta
+
+
+def image_key_v3(seed: int, split: str, class_index: int, k: int) -> tuple[int, ...]:
+    """Version 3's stream key of image ``k`` (0-based) of class ``class_index`` in ``split`` (train | test):
+    independent of every other split's and class's count."""
+    return (int(seed), 3, SPLIT_KEYS[split], int(class_index), int(k))
+
+
+def make_demo_data_v3(
+    out_dir,
+    num_classes: int = 10,
+    train_per_class: int = 60,
+    test_per_class: int = 30,
+    max_side: int = DEFAULT_MAX_SIDE,
+    seed: int = 0,
+    *,
+    progress: bool = False,
+) -> Path:
+    """Version 2's images with version 3's identities (:func:`image_key_v3`): written like
+    :func:`make_demo_data_v2`, but a set made with other counts holds the same test images (and the
+    same first training images) of each class."""
+    specs = class_specs_v2(num_classes)
+    if not 96 <= max_side <= 2048:
+        raise ValueError(f"largest image side must be between 96 and 2048 pixels for version 3, got {max_side}")
+    per = train_per_class + test_per_class
+    meta = generator_record_v2(num_classes, train_per_class, test_per_class, max_side, seed, version=3)
+
+    def render(c: int, n: int) -> SampleV2:
+        k = n - c * per  # the writer numbers images class by class, train images first
+        key = image_key_v3(seed, "train", c, k) if k < train_per_class else \
+            image_key_v3(seed, "test", c, k - train_per_class)
+        return render_sample_v2(specs[c], key, max_side)
+
+    return write_cub_tree(out_dir, [s.name for s in specs], train_per_class, test_per_class, render, meta,
+                          progress=progress)

@@ -351,8 +351,8 @@ def _run(args, source: Path, out: Path, progress) -> dict:
     import torch
     from torch.utils.data import DataLoader
 
-    from flrdf.config import apply_overrides
     from flrdf.data import DatasetRecords, FGVCDataset
+    from flrdf.data.synthetic_overlap import overlap_warning
     from flrdf.engine.checkpoint import load_model
     from flrdf.engine.loaders import records_for, transform_for
     from flrdf.engine.loc_report import _even_subset
@@ -362,8 +362,8 @@ def _run(args, source: Path, out: Path, progress) -> dict:
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     device = resolve_device(args.device)
-    loaded = load_model(source, device)
-    cfg = apply_overrides(loaded.config, args.overrides)
+    loaded = load_model(source, device, args.overrides)  # model.* overrides rebuild the model (or stop, naming the key)
+    cfg = loaded.config
     split = args.split or cfg.data.test_split
     data = records_for(cfg.data, split, cfg.runtime.seed)
     if not data.records:
@@ -371,6 +371,9 @@ def _run(args, source: Path, out: Path, progress) -> dict:
     if len(data.class_names) != len(loaded.class_names):
         raise ValueError(f"the {split} split has {len(data.class_names)} classes, the checkpoint "
                          f"{len(loaded.class_names)}")
+    warning = overlap_warning(loaded.extra.get("data_generator"), cfg.data.root, split)
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
     keep = _even_subset(len(data.records), args.limit)
     subset = DatasetRecords([data.records[i] for i in keep], data.class_names, data.crop_bottom, data.meta)
     ds = FGVCDataset(subset, transform_for(cfg.data, False), cfg.data.on_corrupt)
@@ -398,7 +401,8 @@ def _run(args, source: Path, out: Path, progress) -> dict:
     info = {"source": str(source), "checkpoint": str(loaded.path), "config": cfg.name, "dataset": cfg.data.dataset,
             "root": cfg.data.root, "split": split, "limit": args.limit, "image_size": cfg.data.image_size,
             "device": str(device), "checkpoint_step": loaded.step, "checkpoint_epoch": loaded.epoch,
-            "command": args.command, "elapsed_s": round(time.perf_counter() - t0, 2)}
+            "command": args.command, "elapsed_s": round(time.perf_counter() - t0, 2),
+            "warnings": [warning] if warning else []}
     return write_report(out, rows, branches, loaded.class_names, ds, info, wsol, pairs=args.pairs, block=args.block)
 
 

@@ -7,12 +7,14 @@ Two formats, both loadable without running code from the file:
   epoch/step, resolved config, class names, RNG states (``rng``: this process's;
   ``rng_ranks``: one per DDP rank, in rank order, when written by a DDP run);
 - model file ``*.safetensors``: weights only (optionally fp16) with the config
-  and class names as JSON in the safetensors metadata (the bundled demo model).
+  and class names as JSON in the safetensors metadata (the bundled demo model),
+  and the records of :data:`CARRIED` (read back into ``extra``).
 ``load_model`` also accepts a run directory (its ``checkpoints/last.pt``).
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import random
@@ -24,11 +26,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from flrdf.config import Config, ConfigError, config_from_dict
+from flrdf.config import Config, ConfigError, apply_overrides, config_from_dict
+from flrdf.engine.model_overrides import changed_keys, check_changes, load_weights
 from flrdf.model import FLRDF
 
 FORMAT = "flrdf-checkpoint"
 VERSION = 1
+# extra records a model file carries from its checkpoint: the box_refine=auto decision (engine.refine_choice)
+# and the synthetic generator's record of the training data (data.synthetic_overlap)
+CARRIED = ("refine_decision", "data_generator")
 
 
 class CheckpointError(ValueError):
@@ -127,8 +133,9 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
 
 
 def save_model_file(path: Path, model, cfg: Config, class_names: list[str], half: bool = True,
-                    metrics: dict | None = None) -> None:
-    """Weights-only safetensors file with config and class names in its metadata."""
+                    metrics: dict | None = None, extra: dict | None = None) -> None:
+    """Weights-only safetensors file with config and class names in its metadata; the :data:`CARRIED`
+    records of ``extra`` (a checkpoint's) go with them."""
     from safetensors.torch import save
 
     tensors = {}
@@ -138,6 +145,27 @@ def save_model_file(path: Path, model, cfg: Config, class_names: list[str], half
         tensors[k] = v.half() if half and v.dtype == torch.float32 else v
     meta = {"format": FORMAT, "config": json.dumps(cfg.to_dict()), "class_names": json.dumps(list(class_names)),
             "metrics": json.dumps(metrics or {})}
+    meta.update({k: json.dumps(extra[k]) for k in CARRIED if (extra or {}).get(k)})
+    data = save(tensors, metadata=meta)
+    atomic_write_bytes(Path(path), lambda f: f.write(data))
+
+
+def update_model_file(path: Path, extra: dict, model_keys: dict | None = None) -> None:
+    """Rewrite a model file's :data:`CARRIED` records and the ``model.*`` values ``model_keys`` of its stored
+    config (every other key as stored); its tensors are written back unchanged (same dtypes, same bytes)."""
+    from safetensors import safe_open
+    from safetensors.torch import save
+
+    with safe_open(str(path), framework="pt") as f:
+        meta = dict(f.metadata() or {})
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    if meta.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not an FLRDF model file")
+    config = json.loads(meta["config"])
+    config["model"].update(model_keys or {})
+    config_from_dict(config)  # still a valid config
+    meta["config"] = json.dumps(config)
+    meta.update({k: json.dumps(extra[k]) for k in CARRIED if extra.get(k)})
     data = save(tensors, metadata=meta)
     atomic_write_bytes(Path(path), lambda f: f.write(data))
 
@@ -155,7 +183,8 @@ def _read_model_file(path: Path) -> dict[str, Any]:
         raise CheckpointError(f"{path} is a safetensors file but not an FLRDF model (no '{FORMAT}' metadata)")
     return {"model": {k: v.float() if v.dtype == torch.float16 else v for k, v in tensors.items()},
             "config": json.loads(meta["config"]), "class_names": json.loads(meta["class_names"]),
-            "extra": {"metrics": json.loads(meta.get("metrics", "{}"))}, "epoch": None, "step": None}
+            "extra": {"metrics": json.loads(meta.get("metrics", "{}")),
+                      **{k: json.loads(meta[k]) for k in CARRIED if k in meta}}, "epoch": None, "step": None}
 
 
 def resolve_checkpoint_path(path: str | Path) -> Path:
@@ -180,26 +209,35 @@ class LoadedModel:
     epoch: int | None = None
     step: int | None = None
     extra: dict = field(default_factory=dict)
+    overridden: list[str] = field(default_factory=list)  # model.* keys --set changed (the model was built with them)
 
 
-def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
-    """Build the model a checkpoint, model file or run directory describes, in eval mode."""
+def load_model(path: str | Path, device: str | torch.device = "cpu", overrides: list[str] | None = None) -> LoadedModel:
+    """Build the model a checkpoint, model file or run directory describes, in eval mode.
+
+    ``overrides`` (``--set key=value``) apply to the stored config before the model is built: a
+    ``model.*`` key rebuilds the model with it, or is refused naming the key where the checkpoint's
+    weights cannot serve it (flrdf.engine.model_overrides); ConfigError then."""
     path = resolve_checkpoint_path(path)
     state = _read_model_file(path) if path.suffix == ".safetensors" else read_checkpoint(path)
     try:
         cfg = config_from_dict(state["config"])
     except ConfigError as exc:
         raise CheckpointError(f"{path}: its stored config is invalid: {exc}") from None
+    stored = copy.deepcopy(cfg.model)
+    cfg = apply_overrides(cfg, overrides)
+    changed = changed_keys(stored, cfg.model)
+    check_changes(changed)
     cfg.model.pretrained = False  # the weights come from the checkpoint
     cfg.model.weights = None
     model = FLRDF(cfg.model, len(state["class_names"]))
     try:
-        model.load_state_dict(state["model"])
+        load_weights(model, state["model"], changed)
     except RuntimeError as exc:
         raise CheckpointError(f"{path}: weights do not fit the model its config describes: {str(exc)[:500]}") from None
     model.to(device).eval()
     return LoadedModel(model, cfg, list(state["class_names"]), path, state.get("epoch"), state.get("step"),
-                       state.get("extra") or {})
+                       state.get("extra") or {}, changed)
 
 
 def backbone_state_dict(model) -> dict[str, torch.Tensor]:

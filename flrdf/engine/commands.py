@@ -107,7 +107,7 @@ def _load(args):
     from flrdf.engine.step import resolve_device
 
     device = resolve_device(args.device)
-    return load_model(args.run or args.checkpoint, device), device
+    return load_model(args.run or args.checkpoint, device, getattr(args, "overrides", None)), device
 
 
 def add_source_args(p: argparse.ArgumentParser, split_help: str = "dataset split") -> None:
@@ -134,14 +134,16 @@ def eval_main(argv: list[str]) -> int:
     args = p.parse_args(argv)
 
     from flrdf.data import DatasetError
+    from flrdf.data.synthetic_overlap import overlap_warning
     from flrdf.engine.checkpoint import CheckpointError
     from flrdf.engine.evaluate import evaluate
     from flrdf.engine.loaders import eval_loader
+    from flrdf.engine.refine_choice import loaded_statement
     from flrdf.engine.step import precision_for
 
     try:
-        loaded, device = _load(args)
-        cfg = apply_overrides(loaded.config, args.overrides)
+        loaded, device = _load(args)  # --set applies before the model is built (model.* keys rebuild it)
+        cfg = loaded.config
         if args.tau is not None and not 0 <= args.tau <= 1:
             return _fail("--tau must lie in [0, 1]")
         split = args.split or cfg.data.test_split
@@ -151,6 +153,9 @@ def eval_main(argv: list[str]) -> int:
             return _fail(f"the {split} split has {len(loader.dataset.class_names)} classes, "
                          f"the checkpoint {len(loaded.class_names)}")
         loaded.model.cfg.tau = args.tau if args.tau is not None else loaded.model.cfg.tau
+        warning = overlap_warning(loaded.extra.get("data_generator"), cfg.data.root, split)
+        if warning:
+            print(f"warning: {warning}", file=sys.stderr)
         prec = precision_for(device, cfg.runtime.amp, cfg.runtime.channels_last, cfg.runtime.amp_dtype)
         if prec.channels_last:
             loaded.model.to(memory_format=torch.channels_last)
@@ -160,7 +165,8 @@ def eval_main(argv: list[str]) -> int:
             result = evaluate(loaded.model, loader, prec, progress=bar.update, jigsaw=args.jigsaw)
     except (CheckpointError, ConfigError, DatasetError, FileNotFoundError, RuntimeError) as exc:
         return _fail(str(exc))
-    result = {"split": split, "tau": loaded.model.cfg.tau, "checkpoint": str(loaded.path), **result}
+    result = {"split": split, "tau": loaded.model.cfg.tau, "checkpoint": str(loaded.path), **result,
+              "box": loaded_statement(loaded, loaded.model.cfg.tau), "warnings": [warning] if warning else []}
     text = json.dumps(result)
     print(text)
     if args.out:
@@ -239,7 +245,7 @@ def export_main(argv: list[str]) -> int:
         if not final and status.is_file():
             final = (json.loads(status.read_text()).get("final") or {})
         save_model_file(Path(args.model_out), loaded.model, loaded.config, loaded.class_names,
-                        half=not args.fp32, metrics=final)
+                        half=not args.fp32, metrics=final, extra=loaded.extra)
         print(f"model file: {args.model_out} ({Path(args.model_out).stat().st_size / 2**20:.1f} MiB)")
     if args.backbone_out:
         state = backbone_state_dict(loaded.model)

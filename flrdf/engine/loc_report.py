@@ -186,6 +186,8 @@ def markdown_table(summary: dict) -> str:
              f"of {summary['n']}; frame: {FRAMES.get(frame, 'not recorded (centre crop)')}; "
              f"tau = {summary['tau']:.2f}; CAM target: {summary['cam_target']}; "
              f"sweep of {len(summary['taus'])} tau values.", "",
+             *([f"FLRDF's {summary['box']}", ""] if summary.get("box") else []),
+             *[f"**Warning**: {w}" for w in summary.get("warnings") or []], *([""] if summary.get("warnings") else []),
              "| method | loc. acc. (IoU>=0.5) | mean IoU | MaxBoxAcc | best tau | largest-region MaxBoxAcc@{.3,.5,.7} "
              "| MaxBoxAccV2 (wsolevaluation) | ROAD MoRF | ROAD LeRF | map x image conf. change |",
              "|---|---|---|---|---|---|---|---|---|---|"]
@@ -295,19 +297,20 @@ def _run(args, source: Path, out: Path, progress: Progress) -> dict:
     import torch
     from torch.utils.data import DataLoader
 
-    from flrdf.config import apply_overrides
     from flrdf.data import DatasetRecords, FGVCDataset
+    from flrdf.data.synthetic_overlap import overlap_warning
     from flrdf.engine.checkpoint import load_model
     from flrdf.engine.loaders import records_for
     from flrdf.engine.localization import evaluate_localization
+    from flrdf.engine.refine_choice import loaded_statement
     from flrdf.engine.step import precision_for, resolve_device
 
     if args.tau is not None and not 0 <= args.tau <= 1:
         raise ValueError("--tau must lie in [0, 1]")
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     device = resolve_device(args.device)
-    loaded = load_model(source, device)
-    cfg = apply_overrides(loaded.config, args.overrides)
+    loaded = load_model(source, device, args.overrides)  # model.* overrides rebuild the model (or stop, naming the key)
+    cfg = loaded.config
     split = args.split or cfg.data.test_split
     data = records_for(cfg.data, split, cfg.runtime.seed)
     if not data.records:
@@ -315,6 +318,9 @@ def _run(args, source: Path, out: Path, progress: Progress) -> dict:
     if len(data.class_names) != len(loaded.class_names):
         raise ValueError(f"the {split} split has {len(data.class_names)} classes, the checkpoint "
                          f"{len(loaded.class_names)}")
+    warning = overlap_warning(loaded.extra.get("data_generator"), cfg.data.root, split)
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
     keep = _even_subset(len(data.records), args.limit)
     subset = DatasetRecords([data.records[i] for i in keep], data.class_names, data.crop_bottom, data.meta,
                             exif_transpose=data.exif_transpose)
@@ -345,6 +351,8 @@ def _run(args, source: Path, out: Path, progress: Progress) -> dict:
             "frame": args.frame, "resize": cfg.data.image_size if args.frame == "full" else cfg.data.resize,
             "device": str(device), "checkpoint_step": loaded.step, "checkpoint_epoch": loaded.epoch,
             "command": args.command,
+            "box": loaded_statement(loaded, loaded.model.cfg.tau if args.tau is None else args.tau),
+            "warnings": [warning] if warning else [],
             "notes": "GT-known localization; boxes: min-max normalised map >= tau, largest 8-connected region. "
                      "max_box_acc: best loc_acc (IoU>=0.5) over the tau sweep; max_box_acc_357: mean of the bests "
                      "at IoU 0.3/0.5/0.7 (largest region only, so not wsolevaluation's MaxBoxAccV2); max_box_acc_v2: "

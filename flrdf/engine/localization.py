@@ -48,7 +48,7 @@ from flrdf.boxes import box_iou, boxes_from_maps, centre_boxes, normalize_maps
 from flrdf.cams import DEFAULT_METHODS, METHODS, box_grid, check_methods, compute_cams, to_grid
 from flrdf.data import to_uint8
 from flrdf.model import PAPER_MAP_SOURCE
-from flrdf.refine import RefineSettings, refine_boxes
+from flrdf.refine import RefineSettings, applied, refine_boxes
 from flrdf.suppression import GateTally, capture_gates, tally_gates
 
 FLRDF_KEY, FLRDF_MAP_KEY, PLAIN_KEY, CENTRE_KEY = "flrdf", "flrdf_map", "plain", "centre"
@@ -262,7 +262,7 @@ def evaluate_localization(model, loader, *, methods=DEFAULT_METHODS, tau: float 
         sweep = t.sweep_hits / max(n_box, 1)
         best = int(np.argmax(sweep[:, 1])) if n_box else 0
         rows.append({
-            "method": key, "label": method_label(key, getattr(model, "map_source", None), model.cfg.box_refine)
+            "method": key, "label": method_label(key, getattr(model, "map_source", None), applied(model.cfg.box_refine))
             + (f" + {REFINE_LABELS.get(model.cfg.box_refine, model.cfg.box_refine)}" if key in refined_too else ""),
             "loc_acc": _rate(t.hits, n_box), "mean_iou": _rate(t.iou_sum, n_box),
             "max_box_acc": round(float(sweep[best, 1]), 6) if n_box else None,

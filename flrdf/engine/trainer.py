@@ -30,11 +30,13 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from flrdf.config import Config, dump_config
+from flrdf.data.synthetic_overlap import generator_record
 from flrdf.engine import distributed
 from flrdf.engine.checkpoint import read_checkpoint, rng_state, save_checkpoint, set_rng_state
 from flrdf.engine.evaluate import evaluate
 from flrdf.engine.loaders import build_loaders
 from flrdf.engine.optim import build_optimizer
+from flrdf.engine.refine_choice import resolve
 from flrdf.engine.rundir import RunDir, RunLocked, hold_run_lock, now_iso, release_run_lock
 from flrdf.engine.step import precision_for, resolve_device, train_step
 from flrdf.model import FLRDF
@@ -194,6 +196,8 @@ def _train(cfg: Config, run: RunDir, resume: bool, rank: int, world: int, device
 
     epoch, step, start_in_epoch = 0, 0, 0
     best_val, final_test = None, None
+    refine_decision = None  # model.box_refine=auto, resolved on the validation split at the end (refine_choice)
+    data_generator = generator_record(cfg.data.root)  # the synthetic generator's record of the data, if any
     if resume:
         if not run.last.is_file():
             raise FileNotFoundError(f"--resume: {run.last} does not exist (nothing to resume)")
@@ -240,7 +244,9 @@ def _train(cfg: Config, run: RunDir, resume: bool, rank: int, world: int, device
         if is_main:
             save_checkpoint(path, model, cfg, class_names, epoch=epoch if ep is None else ep, step=step,
                             optimizer=optimizer, scheduler=scheduler, scaler=prec.scaler,
-                            extra={"batch_in_epoch": batch_in_epoch, "best_val_top1": best_val}, rng_ranks=ranks)
+                            extra={"batch_in_epoch": batch_in_epoch, "best_val_top1": best_val,
+                                   "refine_decision": refine_decision, "data_generator": data_generator},
+                            rng_ranks=ranks)
 
     def stop_requested() -> bool:
         flag = stop.signal is not None
@@ -358,13 +364,32 @@ def _train(cfg: Config, run: RunDir, resume: bool, rank: int, world: int, device
         if not last and stop_requested():
             checkpoint(run.last)
             return {"state": "stopped", "step": step, "epoch": epoch}
+    if cfg.model.box_refine == "auto":
+        refine_decision = _resolve_refinement(model, loaders.val, prec)
     checkpoint(run.last, 0 if finished_epoch else batch_in_epoch)
     log.info("finished: step %d, epoch %d", step, epoch)
-    result = {"state": "finished", "step": step, "epoch": epoch, "final": final_test, "best_val_top1": best_val}
+    result = {"state": "finished", "step": step, "epoch": epoch, "final": final_test, "best_val_top1": best_val,
+              "refine_decision": refine_decision}
     if ddp:
         result["rank_checksums"] = _rank_checksums(model)
         log.info("parameter checksums per rank: %s", result["rank_checksums"])
     return result
+
+
+def _resolve_refinement(model: FLRDF, val_loader, prec) -> dict | None:
+    """model.box_refine=auto: both boxes scored on the validation split, auto set to the winner (the final
+    checkpoint's config carries it); None, and the map's box in evaluation, without a validation split."""
+    if val_loader is None:
+        log.warning("model.box_refine=auto stays unresolved: there is no validation split (data.val_fraction=0); "
+                    "evaluation reports the map's box")
+        return None
+    decision = resolve(model, val_loader, prec, "val")
+    if decision is None:
+        log.warning("model.box_refine=auto stays unresolved: the validation split has no boxes")
+        return None
+    log.info("model.box_refine=auto -> %s: validation loc_acc %.4f GrabCut-refined vs %.4f the map's box (n=%d)",
+             decision.decision, decision.loc_acc_refined, decision.loc_acc_map, decision.n_box)
+    return decision.to_dict()
 
 
 def _rank_checksums(model) -> list[float]:
