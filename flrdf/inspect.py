@@ -29,6 +29,7 @@ sharper crop would be an input it was never trained on).
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -160,6 +161,17 @@ class InspectResult:
 
 
 # ---------------------------------------------------------------- small helpers
+_refine_pool: ThreadPoolExecutor | None = None
+
+
+def _refiner() -> ThreadPoolExecutor:
+    """One worker thread for GrabCut refinement beside the request's other work (created on first use)."""
+    global _refine_pool
+    if _refine_pool is None:
+        _refine_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="inspect-refine")
+    return _refine_pool
+
+
 def valid_grids(size: int) -> list[int]:
     """Jigsaw grids n that tile a size x size input (n <= 16)."""
     return [n for n in range(1, min(size, 16) + 1) if size % n == 0]
@@ -332,8 +344,13 @@ def inspect_image(loaded: LoadedModel, image, tau: float | None = None, jigsaw_n
     perms = random_permutations(1, n * n, generator=torch.Generator().manual_seed(int(seed)))
     lap("preprocess")
 
-    with model_lock(model), torch.inference_mode(), capture_suppression(model) as seen:
+    refines = bool(model.refines)
+    with model_lock(model), torch.inference_mode(), capture_suppression(model) as seen, model.without_refinement():
         out = model(x, tau=tau, jigsaw_n=n, with_jigsaw=True, perms=perms, **zoom)
+    # The model's GrabCut refinement (OpenCV: it releases the GIL) runs on another core while the CAMs and the
+    # suppression view are computed; the same call as inside the model's forward, so the same box.
+    refined_box = _refiner().submit(model.refine, zoom.get("source", x), out.loc_map, out.map_boxes,
+                                    tuple(x.shape[-2:]), tau) if refines else None
     lap("flrdf forward")
     record = seen[0] if seen else None
     gates = None if record is None else gate_values(
@@ -361,24 +378,28 @@ def inspect_image(loaded: LoadedModel, image, tau: float | None = None, jigsaw_n
     image_np = to_uint8(x)[0]
     hw = tuple(x.shape[-2:])
     loc, plain = on_grid(torch.cat([out.loc_map[:1], out.plain_map[:1]]).cpu(), grid)
-    pred_box = out.boxes[0].cpu()
-    map_box = out.map_boxes[0].cpu() if out.map_boxes is not None else pred_box
+    pred_box = None  # FLRDF's reported box: set once the refinement (if any) has come back
+    map_box = (out.map_boxes if out.map_boxes is not None else out.boxes)[0].cpu()
     refined = applied(model.cfg.box_refine) != "none"
     gt_t = None if gt_in is None else gt_in.view(4)
+    plain_box = boxes_from_maps(out.plain_map[:1].float().cpu(), tau, hw, upsample=model.cfg.map_upsample,
+                                normalize=False, grid=grid)[0]
     cams = []
     for key in methods:
         b = boxes[key][0]
         cam = on_grid(to_grid(maps[key][:1], grid), grid)[0]  # the grid its box was found on, drawn as boxes are
         cams.append(CamView(key, METHODS[key].label, cam, overlay(image_np, cam), _box_list(b),
                             _box_list(box_to_image(b, orig_size, resize, size)), _iou(b, gt_t), cam_ms[key]))
-    plain_box = boxes_from_maps(out.plain_map[:1].float().cpu(), tau, hw, upsample=model.cfg.map_upsample,
-                                normalize=False, grid=grid)[0]
     suppression = None if record is None else suppression_view(model, record, image_np, tau, gt_t, hw)
     lap("suppression view")
     what = None
     if whatif is not None and whatif.active:
         what = whatif_view(model, x, zoom, whatif, names, image_np, tau, n, gt_t)
         lap("what-if forward")
+    if refined_box is not None:
+        out.boxes = refined_box.result()
+        lap("refinement (waited for)")
+    pred_box = out.boxes[0].cpu()
     result = InspectResult(
         image=image_np,
         preview=_preview(pil),

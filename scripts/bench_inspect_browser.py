@@ -6,7 +6,9 @@ button and the example thumbnails are shown), then, per example image, clicks th
 waits for the upload, and times the Inspect click until the status line is new and every
 output image (boxes, maps, crop, patches, CAM gallery) is decoded (``img.complete``,
 ``naturalWidth > 0``); then it goes through the same examples again ("same_input":
-inputs the server has seen). On a page where a click on an example inspects it, the
+inputs the server has seen). "Painted" also needs every output's progress indicator gone
+(while pending, Gradio keeps the previous result on the page under its progress text). An image the browser defers on purpose (``loading=lazy``,
+below the fold: the lower CAM gallery of a long page) counts once its source is set. On a page where a click on an example inspects it, the
 time runs from that click (upload included); elsewhere from the Inspect click. Where the time
 goes: the server-side compute the status line reports, the bytes and count of the files
 the page fetched for the results (Resource Timing), and the rest (encoding, caching,
@@ -47,11 +49,14 @@ OUTPUTS = ["#inspect-boxes", "#inspect-loc", "#inspect-plain", "#inspect-crop", 
 PAINTED = """([outputs, before, minGallery]) => {
   const st = document.querySelector('#inspect-status');
   if (!st || st.innerText === before || !st.innerText.includes('Prediction:')) return false;
+  // still pending: Gradio's progress text ("processing | 0.2/0.6s") over the previous result, which is complete
+  if (st.innerText.startsWith('processing') || document.querySelector('.eta-bar, .progress-text')) return false;
   const imgs = outputs.flatMap(s => Array.from(document.querySelectorAll(s + ' img')));
   if (imgs.length === 0) return false;
   const g = document.querySelectorAll('#inspect-gallery img').length;
   if (g < minGallery) return false;
-  return imgs.every(i => i.complete && i.naturalWidth > 0);
+  const deferred = i => i.loading === 'lazy' && i.src && i.getBoundingClientRect().top > window.innerHeight;
+  return imgs.every(i => (i.complete && i.naturalWidth > 0) || deferred(i));
 }"""
 
 
