@@ -177,7 +177,10 @@ def test_every_map_is_scored_from_its_grid_by_the_protocol(tiny_run, demo_root):
     images, labels = batch["image"], batch["label"].tolist()
     with torch.no_grad():
         flrdf_map, plain_map = (m.numpy() for m in model.maps(images))
-    grid = {"flrdf": flrdf_map, "plain": plain_map, "gradcam": _gradcam_at_grid(model, images, labels)}
+        f = model.features(images)  # the paper's layer4 maps: channel means of X' and X
+        paper, paper_x = (model.channel_map(t).numpy() for t in (f.xs, f.x))
+    grid = {"flrdf": flrdf_map, "plain": plain_map, "paper": paper, "paper_x": paper_x,
+            "gradcam": _gradcam_at_grid(model, images, labels)}
     assert [r["method"] for r in got["rows"]] == list(grid)
     for row in got["rows"]:
         key = row["method"]

@@ -105,6 +105,13 @@ def test_ddp_setup_selects_the_gpu_before_any_collective(monkeypatch, tmp_path, 
     monkeypatch.setattr(dist, "get_rank", lambda *a: 1)
     monkeypatch.setattr(dist, "get_backend", lambda *a: backend)
     monkeypatch.setattr(dist, "barrier", lambda *a, **k: events.append(("barrier",)))
+    monkeypatch.setattr(dist, "get_world_size", lambda *a: 2)
+
+    def gather(out, obj, *a, **k):  # the first collective: every rank learns rank 0's run-lock verdict
+        events.append(("barrier",))
+        out[:] = [None] * len(out)
+
+    monkeypatch.setattr(dist, "all_gather_object", gather)
     monkeypatch.setattr(dist, "destroy_process_group", lambda *a: events.append(("destroy",)))
 
     def fake_train(cfg, run, resume, rank, world, *rest):

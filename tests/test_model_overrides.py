@@ -99,7 +99,8 @@ def test_loc_eval_scores_the_overridden_model(ddt_model, tmp_path, capsys):
     want = box_iou(boxes, torch.stack([it["box"] for it in items])).tolist()
     assert got == pytest.approx(want, abs=1e-4)
     results = json.loads((out / "results.json").read_text())
-    assert results["rows"][0]["label"].startswith("FLRDF (layer2, no suppression)") and "DDT" not in results["rows"][0]["label"]
+    assert results["rows"][0]["label"].startswith("FLRDF (layer2, no suppression; beyond the paper)")
+    assert "DDT" not in results["rows"][0]["label"]
 
 
 def test_eval_scores_the_overridden_model(ddt_model, capsys):
