@@ -298,3 +298,42 @@ def _family(pids: set[int]) -> list[tuple[int, str]]:
             found.append((int(d), " ".join(jobs.proc_cmdline(int(d)) or [])))
     return found
 
+
+
+def test_the_form_lists_the_gpus_with_their_jobs_and_shows_the_commands(sleeper_cwd, tiny_model_file,
+                                                                         examples_dir):
+    """The Train form of an app over an injected inventory: each GPU with its name, memory in use and the job on
+    it; on a machine without GPUs, the note instead. The commands shown for a 2-GPU pick: what Launch runs and
+    the multi-node form."""
+    from dashboard.app import build_app
+    from dashboard.context import DashboardContext
+    from dashboard.train_form import resolve
+    from dashboard.train_tab import launch_preview
+
+    runs_dir = sleeper_cwd / "runs"
+    busy = _submit(_sched(runs_dir), "busy", ["1"])
+
+    def props(app, elem_id):
+        return next(c["props"] for c in app.config["components"] if c.get("props", {}).get("elem_id") == elem_id)
+
+    ctx = DashboardContext.create(tiny_model_file, runs_dir, "cpu", examples_dir, gpus=G.fixed(TWO_GPUS))
+    app = build_app(ctx=ctx)
+    gpus = props(app, "train-gpus")
+    assert gpus["visible"] and [c[1] for c in gpus["choices"]] == ["0", "1"]
+    assert gpus["choices"][0][0] == "GPU 0 · Test GPU A · 1.0/80.0 GiB used · free"
+    assert gpus["choices"][1][0] == f"GPU 1 · Test GPU B · 0.5/80.0 GiB used · job: {busy.run.name}"
+    assert "2 GPUs" in props(app, "train-gpu-note")["value"]
+    cpu_app = build_app(ctx=DashboardContext.create(tiny_model_file, runs_dir, "cpu", examples_dir, max_jobs=3,
+                                                    gpus=G.fixed([])))
+    assert not props(cpu_app, "train-gpus")["visible"]
+    assert "No GPU: jobs run on the CPU, 3 at a time" in props(cpu_app, "train-gpu-note")["value"]
+
+    res = resolve("demo", {}, "data.root=/data/demo optim.epochs=3")
+    inventory = [G.GPU(0, "Test GPU", 81920, 0, "2"), G.GPU(1, "Test GPU", 81920, 0, "3")]
+    shown = launch_preview(res, S.parse_request(["0", "1"], 1, "auto", inventory), inventory, 4)
+    assert shown.startswith("CUDA_VISIBLE_DEVICES=2,3 OMP_NUM_THREADS=4 torchrun --standalone --nproc_per_node 2 "
+                            "-m flrdf train --config demo")
+    assert res.multinode(2, "/shared/runs/x").startswith(
+        "torchrun --nnodes $NNODES --rdzv-backend c10d --rdzv-endpoint $HOST:$PORT --rdzv-id x --nproc_per_node 2 "
+        "-m flrdf train --config demo")
+    assert res.multinode(2, "/shared/runs/x").endswith("--out /shared/runs/x")
