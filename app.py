@@ -25,14 +25,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=0,
                         help="CPU compute threads (default 0: half the cores, at least 1 - "
                              "robust when training runs beside)")
+    parser.add_argument("--max-jobs", type=int, default=1, metavar="N",
+                        help="CPU training jobs running at once (default 1); more wait in the queue. GPU jobs wait "
+                             "for the GPUs picked for them instead. See docs/dashboard.md, Running it for a lab")
     args = parser.parse_args(argv)
+    if args.max_jobs < 1:
+        parser.error(f"--max-jobs must be >= 1, got {args.max_jobs}")
 
     from dashboard.app import build_app, launch, set_compute_threads
 
     set_compute_threads(args.threads)
 
     try:
-        app = build_app(args.checkpoint, args.runs_dir, args.device, allow_dirs=args.allow_dirs)
+        app = build_app(args.checkpoint, args.runs_dir, args.device, allow_dirs=args.allow_dirs,
+                        max_jobs=args.max_jobs)
     except (RuntimeError, ValueError) as exc:
         print(f"app.py: error: {exc}", file=sys.stderr)
         return 2

@@ -41,10 +41,12 @@ CSS = ".gallery-item .caption-label { white-space: normal; max-width: 100%; }"
 
 
 def build_app(checkpoint: str | None = None, runs_dir: str = "runs", device: str = "auto",
-              ctx: DashboardContext | None = None, allow_dirs: list[str] | None = None) -> gr.Blocks:
+              ctx: DashboardContext | None = None, allow_dirs: list[str] | None = None,
+              max_jobs: int = 1) -> gr.Blocks:
     """The whole dashboard; ``checkpoint`` defaults to the bundled demo model. ``allow_dirs``: where else
-    clients may name checkpoints (``--allow-dir``; see dashboard.paths)."""
-    ctx = ctx or DashboardContext.create(checkpoint, runs_dir, device, allow_dirs=allow_dirs)
+    clients may name checkpoints (``--allow-dir``; see dashboard.paths). ``max_jobs``: CPU training jobs
+    running at once (``--max-jobs``; dashboard.scheduler)."""
+    ctx = ctx or DashboardContext.create(checkpoint, runs_dir, device, allow_dirs=allow_dirs, max_jobs=max_jobs)
     with gr.Blocks(title=TITLE) as app:
         gr.Markdown(f"# {TITLE}\nFine-grained classification by foreground localization and region "
                     "discriminative feature training (FLRDF), with the classic CAM baselines side by side.")

@@ -14,12 +14,15 @@ import os
 import stat
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
+from dashboard.gpus import GPU
 from dashboard.paths import PathError, Roots
+from dashboard.scheduler import Scheduler
 from flrdf.engine.checkpoint import CheckpointError, LoadedModel, load_model, resolve_checkpoint_path
 from flrdf.engine.step import resolve_device
 
@@ -124,11 +127,15 @@ class DashboardContext:
     roots: Roots = None  # type: ignore[assignment]       # what clients may name (dashboard.paths)
     data_dir: Path = None  # type: ignore[assignment]    # demo data and the demo backbone (default ./data)
     browsed: dict = field(default_factory=dict)            # sha1 -> Example: images the dataset browser sent
+    scheduler: Scheduler = None  # type: ignore[assignment]  # GPUs and the queue of training jobs (--max-jobs)
 
     @classmethod
     def create(cls, checkpoint: str | Path | None = None, runs_dir: str | Path = "runs", device: str = "auto",
                examples_dir: str | Path = EXAMPLES_DIR, max_models: int = 3,
-               allow_dirs: list[str | Path] | None = None, data_dir: str | Path | None = None) -> "DashboardContext":
+               allow_dirs: list[str | Path] | None = None, data_dir: str | Path | None = None,
+               max_jobs: int = 1, gpus: Callable[[], list[GPU]] | None = None) -> "DashboardContext":
+        """``max_jobs``: CPU training jobs at once (``--max-jobs``); ``gpus``: the GPU inventory (default: the
+        machine's, ``dashboard.gpus.GpuInventory``)."""
         dev = resolve_device(device)
         ctx = cls(Path(checkpoint).expanduser() if checkpoint else DEMO_MODEL, Path(runs_dir).expanduser().absolute(),
                   dev, Path(examples_dir), ModelCache(dev, max_models))
@@ -139,6 +146,7 @@ class DashboardContext:
         ctx.data_dir = Path(data_dir or "data").expanduser().absolute()
         ctx.roots = Roots(ctx.runs_dir, ctx.allow_dirs, ctx.checkpoint, ctx.data_dir)
         ctx.examples = read_examples(ctx.examples_dir)
+        ctx.scheduler = Scheduler(ctx.runs_dir, gpus, max_jobs)
         return ctx
 
     def load(self, path: str | Path | None = None) -> LoadedModel:

@@ -20,6 +20,14 @@ whoever started it and however (``python -u``, torchrun, no or a relative ``--ou
 Threads: on a small shared machine several torch processes each using every
 core oversubscribe it badly, so a child gets ``OMP_NUM_THREADS`` =
 cpu_count // (running jobs + 1), at least 1, unless the user sets it.
+
+Multi-process training (``Launch`` with ``nproc > 1``) is torchrun, started as
+``python -m torch.distributed.run --standalone --nproc_per_node K -m flrdf train
+...`` (torchrun's own entry point, run by the dashboard's interpreter). job.json
+then records the torchrun agent, which Stop signals: the agent sends SIGTERM to
+every rank (each checkpoints with the others and ends; rank 0 writes 'stopped')
+and SIGKILLs a rank still alive 30 s later, then exits. Which GPUs a job gets
+(``CUDA_VISIBLE_DEVICES``) and when it starts is ``dashboard.scheduler``'s part.
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from flrdf.engine.rundir import now_iso, read_json, run_lock_holder, write_json
@@ -44,6 +53,10 @@ _lock = threading.Lock()
 _resume_lock = threading.Lock()
 TRAIN_KINDS = ("train",)
 JOB_COMMANDS = ("train", "loc-eval", "analyze")           # the flrdf sub-commands the dashboard starts
+TORCHRUN_MODULE = "torch.distributed.run"                  # what the torchrun command runs
+TORCHRUN_FLAGS = ("--standalone",)                          # launcher options a job's command line may carry
+TORCHRUN_OPTIONS = ("--nproc-per-node", "--nnodes", "--node-rank", "--rdzv-backend", "--rdzv-endpoint", "--rdzv-id",
+                    "--master-port", "--master-addr")       # ... with a value
 
 
 class JobError(RuntimeError):
@@ -55,10 +68,13 @@ def auto_threads(running_jobs: int, cpus: int | None = None) -> int:
     return max(1, cpus // (max(0, running_jobs) + 1))
 
 
-def child_env(threads: int) -> dict[str, str]:
+def child_env(threads: int, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The dashboard's environment with the thread count, the repository on PYTHONPATH and ``extra`` (the
+    scheduler's CUDA_VISIBLE_DEVICES) set."""
     env = dict(os.environ)
     for var in THREAD_VARS:
         env[var] = str(threads)
+    env.update(extra or {})
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
     env["PYTHONUNBUFFERED"] = "1"
     return env
@@ -66,6 +82,15 @@ def child_env(threads: int) -> dict[str, str]:
 
 def python_argv(*args: str) -> list[str]:
     return [sys.executable, "-m", "flrdf", *args]
+
+
+def torchrun_argv(nproc: int, *args: str) -> list[str]:
+    """``torchrun --standalone --nproc_per_node NPROC -m flrdf ARGS``, run by this interpreter (``-m
+    torch.distributed.run`` is the torchrun command's own module; no reliance on PATH or on a shell)."""
+    if not isinstance(nproc, int) or isinstance(nproc, bool) or nproc < 1:
+        raise JobError(f"the number of processes must be a whole number >= 1, got {nproc!r}")
+    return [sys.executable, "-m", TORCHRUN_MODULE, "--standalone", "--nproc_per_node", str(nproc),
+            "-m", "flrdf", *args]
 
 
 # ---------------------------------------------------------------- process identity (Linux /proc)
@@ -96,6 +121,15 @@ def proc_state(pid) -> str | None:
     return fields[0].decode() if fields else None
 
 
+def proc_ppid(pid) -> int | None:
+    """Field 4 of /proc/<pid>/stat (the parent's pid); None for no such process."""
+    fields = _proc_stat_fields(pid)
+    try:
+        return int(fields[1]) if fields is not None else None
+    except (IndexError, ValueError):
+        return None
+
+
 def proc_cmdline(pid) -> list[str] | None:
     if not _positive(pid):
         return None
@@ -110,14 +144,36 @@ def _positive(pid) -> bool:
     return isinstance(pid, int) and not isinstance(pid, bool) and pid > 0
 
 
+def flrdf_args(argv: list[str] | None) -> list[str] | None:
+    """The arguments after ``-m flrdf`` of ``python -m flrdf ...`` or of the torchrun form the dashboard launches
+    (``python -m torch.distributed.run [launcher options] -m flrdf ...``); None for any other command line."""
+    if not argv or len(argv) < 4 or not Path(argv[0]).name.startswith("python"):
+        return None
+    if argv[1:3] == ["-m", "flrdf"]:
+        return argv[3:]
+    if argv[1:3] == ["-m", TORCHRUN_MODULE]:
+        i = 3
+        while i < len(argv) - 1:
+            if argv[i:i + 2] == ["-m", "flrdf"]:
+                return argv[i + 2:]
+            name = argv[i].split("=", 1)[0].replace("_", "-")
+            if name in TORCHRUN_FLAGS or (name in TORCHRUN_OPTIONS and "=" in argv[i]):
+                i += 1
+            elif name in TORCHRUN_OPTIONS:
+                i += 2
+            else:
+                return None  # anything else (a script, an unknown option): not a job this dashboard launched
+    return None
+
+
 def is_job_cmdline(argv: list[str] | None, folder: Path, commands: tuple[str, ...] = JOB_COMMANDS) -> bool:
-    """``argv`` is ``python -m flrdf <command> ... --out <folder>`` with ``folder`` (resolved) as its only --out."""
-    if not argv or len(argv) < 4:
+    """``argv`` is ``python -m flrdf <command> ... --out <folder>`` (directly or under the torchrun launcher, see
+    ``flrdf_args``) with ``folder`` (resolved) as its only --out."""
+    rest = flrdf_args(argv)
+    if not rest or rest[0] not in commands:
         return False
-    if not Path(argv[0]).name.startswith("python") or argv[1:3] != ["-m", "flrdf"] or argv[3] not in commands:
-        return False
-    outs = [argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--out"]
-    outs += [a.split("=", 1)[1] for a in argv if a.startswith("--out=")]
+    outs = [rest[i + 1] for i, a in enumerate(rest[:-1]) if a == "--out"]
+    outs += [a.split("=", 1)[1] for a in rest if a.startswith("--out=")]
     if len(outs) != 1:
         return False
     try:
@@ -170,9 +226,11 @@ def _waiter(proc: subprocess.Popen) -> None:
         _children.pop(proc.pid, None)
 
 
-def spawn(argv: list[str], folder: Path, threads: int, kind: str) -> subprocess.Popen:
+def spawn(argv: list[str], folder: Path, threads: int, kind: str, env: dict[str, str] | None = None,
+          record: dict | None = None) -> subprocess.Popen:
     """Start ``argv`` in a new session with output to ``folder``; records ``folder/job.json`` (pid and the
-    process's start time, the identity Stop checks later) and reaps the child when it exits."""
+    process's start time, the identity Stop checks later; ``record``'s fields besides) and reaps the child when
+    it exits. ``env``: variables set in the child's environment on top of ``child_env``."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / STDOUT, "ab") as out, open(folder / STDERR, "ab") as err:
@@ -183,15 +241,15 @@ def spawn(argv: list[str], folder: Path, threads: int, kind: str) -> subprocess.
         err.flush()
         try:
             proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err, cwd=os.getcwd(),
-                                    env=child_env(threads), start_new_session=True, close_fds=True)
+                                    env=child_env(threads, env), start_new_session=True, close_fds=True)
         except OSError as exc:
             raise JobError(f"could not start {Path(argv[0]).name}: {exc.strerror or type(exc).__name__}") from None
     with _lock:
         _children[proc.pid] = proc
     started = proc_start_time(proc.pid)  # the child cannot be reaped yet: only our waiter thread reaps it
-    write_json(folder / JOB_FILE, {"kind": kind, "pid": proc.pid, "start_time": started, "argv": argv,
-                                   "threads": threads, "cwd": os.getcwd(), "launched": now_iso(),
-                                   "launched_ts": time.time()})
+    write_json(folder / JOB_FILE, {**(record or {}), "kind": kind, "pid": proc.pid, "start_time": started,
+                                   "argv": argv, "env": dict(env or {}), "threads": threads, "cwd": os.getcwd(),
+                                   "launched": now_iso(), "launched_ts": time.time()})
     threading.Thread(target=_waiter, args=(proc,), name=f"reap-{proc.pid}", daemon=True).start()
     return proc
 
@@ -247,6 +305,28 @@ def signal_job(folder: Path, sig: int = signal.SIGTERM, commands: tuple[str, ...
     return pid
 
 
+@dataclass
+class Launch:
+    """One job start: ``python -m flrdf ARGS`` (``nproc`` > 1: under torchrun) writing ``folder``, with ``env``
+    set in its environment and ``record`` kept in its job.json (the scheduler's devices)."""
+    args: list[str]
+    folder: Path
+    threads: int
+    kind: str
+    nproc: int = 1
+    env: dict[str, str] = field(default_factory=dict)
+    record: dict = field(default_factory=dict)
+
+    def argv(self) -> list[str]:
+        return torchrun_argv(self.nproc, *self.args) if self.nproc > 1 else python_argv(*self.args)
+
+
+def start(launch: Launch) -> int:
+    """Start ``launch`` (``spawn``); returns the pid job.json records."""
+    return spawn(launch.argv(), launch.folder, launch.threads, launch.kind, launch.env,
+                 dict(launch.record, nproc=launch.nproc)).pid
+
+
 # ---------------------------------------------------------------- training jobs
 def train_argv(config: str, overrides: list[str], out: Path | None = None, resume: bool = False) -> list[str]:
     args = ["train"]
@@ -283,33 +363,41 @@ def new_run_dir(runs_dir: Path, name: str) -> Path:
     raise JobError("could not create a fresh run directory under runs/")
 
 
-def launch_train(config: str, overrides: list[str], runs_dir: Path, name: str, threads: int) -> tuple[Path, int]:
-    out = new_run_dir(runs_dir, name)
-    proc = spawn(python_argv(*train_argv(config, overrides, out)), out, threads, "train")
-    return out, proc.pid
-
-
-def resume_train(run_dir: Path, overrides: list[str], threads: int) -> int:
+def check_resumable(run_dir: Path) -> None:
+    """JobError unless ``run_dir`` is a run with a checkpoint to resume from."""
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").is_file():
         raise JobError(f"{run_dir.name} has no config.yaml: not a run directory")
     if not (run_dir / "checkpoints" / "last.pt").is_file():
         raise JobError(f"{run_dir.name} has no checkpoint to resume from (checkpoints/last.pt)")
+
+
+def resume_train(run_dir: Path, overrides: list[str], threads: int, nproc: int = 1, env: dict | None = None,
+                 record: dict | None = None, starter=None, patience_s: float = 20) -> int:
+    """Start ``train --resume`` on ``run_dir`` (``nproc`` > 1: under torchrun) once its trainer is gone; returns
+    the pid. ``starter``: what starts the ``Launch`` (default ``start``). ``patience_s``: how long a trainer that
+    has written its final status may take to exit before Resume refuses (0: refuse at once)."""
+    run_dir = Path(run_dir)
+    check_resumable(run_dir)
+    launch = Launch(train_argv("", overrides, run_dir, resume=True), run_dir, threads, "resume", nproc,
+                    dict(env or {}), dict(record or {}))
     with _resume_lock:  # two Resume requests at once: the second sees the first's job
-        return _resume_checked(run_dir, overrides, threads)
+        check_not_running(run_dir, patience_s)
+        return (starter or start)(launch)
 
 
-def _resume_checked(run_dir: Path, overrides: list[str], threads: int) -> int:
+def check_not_running(run_dir: Path, patience_s: float = 20) -> None:
+    """JobError while the run's trainer lives (this dashboard's job, or any process holding train.lock)."""
+    run_dir = Path(run_dir)
     status = read_json(run_dir / "status.json") or {}
     # the run's trainer - started here, by hand, by torchrun, with any argv - holds train.lock while it lives;
     # one that has written its final status releases it a moment later: give it that moment
     final = status.get("state") in ("stopped", "failed", "finished")
-    if job_alive(run_dir) and (not final or not _wait_exit(run_dir, 20)):
+    if job_alive(run_dir) and (not final or not _wait_exit(run_dir, patience_s)):
         # this dashboard's own job, also before it has taken the lock (still importing torch, say)
         raise JobError(f"{run_dir.name} is still running")
-    if not _wait_unlocked(run_dir, 20 if final else 0):
+    if not _wait_unlocked(run_dir, patience_s if final else 0):
         raise JobError(f"{run_dir.name} is still running: its training process holds the run's lock (train.lock)")
-    return spawn(python_argv(*train_argv("", overrides, run_dir, resume=True)), run_dir, threads, "resume").pid
 
 
 def stop_run(run_dir: Path) -> int:

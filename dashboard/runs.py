@@ -5,7 +5,8 @@ A run is any directory directly under the runs directory holding ``status.json``
 copied from another machine. Its displayed state combines the engine's
 ``effective_status`` (a 'running' job whose process died is failed) with
 ``job.json`` (a job just launched or resumed is 'starting' until the trainer
-writes its status) and the host (a run copied from elsewhere cannot be checked).
+writes its status), the scheduler's queue (a 'queued' run shows its place;
+``dashboard.scheduler``) and the host (a run copied from elsewhere cannot be checked).
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ import json
 import socket
 from pathlib import Path
 
-from dashboard.jobs import JOB_FILE, STDERR, job_alive, read_job
+from dashboard.jobs import JOB_FILE, STDERR, job_alive, proc_ppid, read_job
+from dashboard.scheduler import queue_position
 from flrdf.engine.rundir import effective_status, pid_alive, read_json
 
 HOST = socket.gethostname()
@@ -45,7 +47,8 @@ def _stderr_error(folder: Path) -> str:
 
 
 def run_state(run_dir: Path) -> dict:
-    """status.json as the UI should show it: state in running|starting|finished|failed|stopped|unknown."""
+    """status.json as the UI should show it: state in running|starting|queued|finished|failed|stopped|cancelled|
+    unknown; a queued run carries ``queue_position`` (place, length)."""
     run_dir = Path(run_dir)
     raw = read_json(run_dir / "status.json")
     job = read_job(run_dir)
@@ -60,8 +63,17 @@ def run_state(run_dir: Path) -> dict:
         return dict(raw, state="unknown", error=f"status says running on host {raw['host']}; "
                                                 "it cannot be checked from this machine")
     status = effective_status(run_dir)
-    if alive and job and job.get("pid") != raw.get("pid"):
+    # the job's own trainer wrote the status: the job's process, or under torchrun one of its ranks (rank 0)
+    written_by_job = job and (raw.get("pid") == job.get("pid") or
+                              ((job.get("nproc") or 1) > 1 and proc_ppid(raw.get("pid")) == job.get("pid")))
+    if alive and not written_by_job:
         return dict(status, state="starting", pid=job.get("pid"), error=None)  # resumed, trainer not up yet
+    if raw.get("state") == "queued":
+        place = queue_position(run_dir.parent, run_dir.name)
+        if place is None:  # the queue lost it (edited by hand, a crash between two writes)
+            return dict(raw, state="unknown", error="status says queued but the run is not in the runs folder's "
+                                                    "queue (.queue.json): launch it again")
+        return dict(raw, queue_position=place)
     if status.get("state") == "failed" and job and not pid_alive(status.get("pid")) and raw.get("state") == "running":
         err = _stderr_error(run_dir)
         if err and "without a status" not in err:
@@ -112,9 +124,12 @@ def summary(run_dir: Path) -> dict:
     last_eval = last_metrics_line(run_dir, "top1") or {}
     top1 = final.get("top1", last_eval.get("top1") if last_eval.get("split") == "test" else None)
     step, total = st.get("step"), st.get("total_steps")
+    state = st.get("state", "unknown")
+    if state == "queued" and st.get("queue_position"):
+        state = "queued #{} of {}".format(*st["queue_position"])
     return {
-        "run": run_dir.name, "state": st.get("state", "unknown"), "config": st.get("config") or "",
-        "dataset": st.get("dataset") or "",
+        "run": run_dir.name, "state": state, "config": st.get("config") or "",
+        "dataset": st.get("dataset") or "", "devices": devices_text(run_dir, st),
         "step": f"{step}/{total}" if step is not None and total else ("" if step is None else str(step)),
         "loss": round(last["loss_total"], 4) if isinstance(last.get("loss_total"), (int, float)) else None,
         "top1": round(100 * top1, 2) if isinstance(top1, (int, float)) else None,
@@ -125,7 +140,22 @@ def summary(run_dir: Path) -> dict:
     }
 
 
-RUN_COLUMNS = ("run", "state", "config", "dataset", "step", "loss", "top1", "best val", "loc acc", "updated", "error")
+RUN_COLUMNS = ("run", "state", "config", "dataset", "devices", "step", "loss", "top1", "best val", "loc acc",
+               "updated", "error")
+
+
+def devices_text(run_dir: Path, state: dict | None = None) -> str:
+    """Where a dashboard job runs or ran ("GPU 0,1 x2", "CPU", "CPU x2"), or, queued, where it waits to run;
+    empty for a run started elsewhere."""
+    st = state if state is not None else run_state(run_dir)
+    job = read_job(run_dir) or {}
+    devices = st.get("devices") if st.get("state") == "queued" else job.get("devices")
+    nproc = job.get("nproc", 1) if st.get("state") != "queued" else 1
+    if isinstance(devices, list):
+        return "GPU " + ",".join(map(str, devices)) + (f" x{nproc}" if nproc > 1 else "")
+    if devices == "cpu":
+        return "CPU" + (f" x{nproc}" if isinstance(nproc, int) and nproc > 1 else "")
+    return "any GPU" if devices == "auto" else ""
 
 
 def running_count(runs_dir: Path) -> int:

@@ -159,18 +159,40 @@ class Resolved:
             args += ["--out", out]
         return args
 
-    def command(self, threads: int | None = None) -> str:
-        env = f"OMP_NUM_THREADS={threads} " if threads else ""
-        return env + shlex.join(self.argv())
+    def command(self, threads: int | None = None, nproc: int = 1, visible: str | None = None) -> str:
+        """The command Launch runs, as text: ``python -m flrdf train ...``, or for ``nproc`` > 1 processes
+        ``torchrun --standalone --nproc_per_node N -m flrdf train ...``; ``visible``: its CUDA_VISIBLE_DEVICES
+        (a placeholder in <...> is shown as is)."""
+        env = ""
+        if visible is not None:
+            env += f"CUDA_VISIBLE_DEVICES={visible if visible.startswith('<') else shlex.quote(visible)} "
+        if threads:
+            env += f"OMP_NUM_THREADS={threads} "
+        argv = self.argv()
+        if nproc > 1:
+            argv = ["torchrun", "--standalone", "--nproc_per_node", str(nproc), *argv[1:]]
+        return env + shlex.join(argv)
 
-    def torchrun(self) -> str:
-        args = ["torchrun", "--standalone", "--nproc_per_node", "NGPUS", "-m", "flrdf", "train", "--config",
-                self.config]
+    def _dist_sets(self) -> list[str]:
+        args = []
         for o in self.overrides:
             if not o.startswith("runtime.device="):
                 args += ["--set", o]
-        args += ["--out", f"runs/{self.cfg.name}-multi"]
+        return args
+
+    def torchrun(self) -> str:
+        args = ["torchrun", "--standalone", "--nproc_per_node", "NGPUS", "-m", "flrdf", "train", "--config",
+                self.config, *self._dist_sets(), "--out", f"runs/{self.cfg.name}-multi"]
         return shlex.join(args).replace("NGPUS", "$NGPUS")
+
+    def multinode(self, nproc: int | None = None, out: str | None = None) -> str:
+        """The same job on several machines: run this on each (``$NNODES`` machines; ``$HOST:$PORT`` a free port
+        on the first); ``nproc`` processes per machine (default ``$NGPUS``); ``out`` a folder every machine sees."""
+        out = out or f"runs/{self.cfg.name}-multinode"
+        args = ["torchrun", "--nnodes", "$NNODES", "--rdzv-backend", "c10d", "--rdzv-endpoint", "$HOST:$PORT",
+                "--rdzv-id", Path(out).name, "--nproc_per_node", str(nproc) if nproc else "$NGPUS",
+                "-m", "flrdf", "train", "--config", self.config, *self._dist_sets(), "--out", out]
+        return " ".join(a if a.startswith("$") else shlex.quote(a) for a in args)
 
 
 def resolve(config_name: str, values: dict, extra: str = "", fallback_weights: str | None = None,

@@ -9,8 +9,13 @@ from run-directory files by a 1 s ``gr.Timer``, which only re-renders what
 changed (file sizes and mtimes as signatures), so a new metrics line reaches
 the page within about a second and idle ticks cost a few ``stat`` calls.
 
+Where a job runs and when it starts is ``dashboard.scheduler``'s part: the form
+lists the GPUs (``dashboard.gpus``) to pick from, a job whose GPUs are held (or,
+on the CPU, past ``--max-jobs``) waits as ``queued`` and starts on a later timer
+tick; Cancel takes it out of the queue.
+
 Public API endpoints (gradio_client): ``/launch`` (the form), ``/launch_config``
-(config name + overrides text), ``/stop``, ``/resume``, ``/run_status``. Every
+(config name + overrides text), ``/stop``, ``/resume``, ``/cancel``, ``/run_status``. Every
 run name, config name and folder a client sends goes through ``ctx.roots``
 (``dashboard.paths``): runs are plain names under the runs directory, and
 Stop/Resume act only on jobs that directory owns (``dashboard.jobs``).
@@ -24,7 +29,9 @@ from pathlib import Path
 import gradio as gr
 
 from dashboard import curves, firstrun, jobs
+from dashboard import gpus as G
 from dashboard import runs as R
+from dashboard import scheduler as S
 from dashboard import train_form as form
 from dashboard.context import DashboardContext
 from dashboard.paths import PathError
@@ -73,9 +80,58 @@ def preflight_notes(res: form.Resolved) -> list[str]:
     return notes
 
 
-def _threads(value, ctx: DashboardContext) -> int:
-    n = int(value or 0)
-    return n if n > 0 else jobs.auto_threads(R.running_count(ctx.runs_dir))
+# ---------------------------------------------------------------- devices and the queue, as text
+def launch_preview(res: form.Resolved, request: S.Request, gpus: list[G.GPU], threads: int | None = None,
+                   out: str | None = None) -> str:
+    """The command a Launch of ``request`` runs (``CUDA_VISIBLE_DEVICES`` as the scheduler sets it)."""
+    ids = {g.index: g.visible_id for g in gpus}
+    if isinstance(request.devices, tuple):
+        visible, nproc = ",".join(ids.get(i, str(i)) for i in request.devices), len(request.devices)
+    elif request.devices == "auto":
+        visible, nproc = "<the first free GPU>", 1
+    else:
+        visible, nproc = ("" if gpus else None), request.nproc
+    text = res.command(threads, nproc, visible)
+    return text + (f" --out {out}" if out else "")
+
+
+def placement_message(place: S.Placement, res: form.Resolved | None, gpus: list[G.GPU], what: str = "Launched") -> str:
+    """Launch/Resume's answer: where and with what it started, or its place in the queue and what it waits for."""
+    name = place.run.name
+    if place.pid is None:
+        where = place.request.text()
+        return (f"Queued **{name}** on {where} (#{place.position} in the queue): it starts when "
+                f"{' and '.join(place.waiting_for) or 'its devices'} {'is' if len(place.waiting_for) < 2 else 'are'} "
+                "free. Cancel takes it out of the queue.")
+    n = place.threads
+    per = " per process" if place.nproc > 1 else ""
+    msg = f"{what} **{name}** on {place.where()} (pid {place.pid}, {n} thread{'s' if n > 1 else ''}{per})."
+    if res is not None:
+        req = S.Request(tuple(place.devices) if isinstance(place.devices, list) else "cpu", place.nproc)
+        msg += f"\n\n`{launch_preview(res, req, gpus, n, str(place.run))}`"
+    return msg
+
+
+def gpu_note(gpus: list[G.GPU], max_jobs: int) -> str:
+    if not gpus:
+        return (f"No GPU: jobs run on the CPU, {max_jobs} at a time (`--max-jobs`); the rest wait in the queue. "
+                "CPU processes > 1: torchrun with gloo.")
+    return (f"{len(gpus)} GPU{'s' if len(gpus) > 1 else ''}: pick one or several (several: torchrun, one process "
+            "per GPU); none picked: the first free one. A job whose GPUs another job of this dashboard holds "
+            f"waits in the queue. Device `cpu`: {max_jobs} CPU job{'s' if max_jobs > 1 else ''} at a time.")
+
+
+def run_device(run_dir: Path, overrides: list[str]) -> str:
+    """``runtime.device`` of a run resumed with ``overrides`` (its config.yaml, as ``train --resume`` reads it)."""
+    import yaml
+
+    from flrdf.config import apply_overrides, config_from_dict
+
+    try:
+        data = yaml.safe_load((Path(run_dir) / "config.yaml").read_text()) or {}
+        return apply_overrides(config_from_dict(data), overrides).runtime.device
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{Path(run_dir).name}/config.yaml cannot be read: {type(exc).__name__}") from None
 
 
 # ---------------------------------------------------------------- status text
@@ -91,6 +147,12 @@ def status_markdown(run_dir: Path | None) -> str:
     parts = [f"**{run_dir.name}** - state: **{state}**"]
     if st.get("pid") and state in R.ACTIVE:
         parts[0] += f" (pid {st['pid']})"
+    devices = R.devices_text(run_dir, st)
+    if devices:
+        parts[0] += f" - {devices}"
+    if state == "queued" and st.get("queue_position"):
+        parts.append("#{} of {} in the queue: it starts when its devices are free; Cancel takes it out."
+                     .format(*st["queue_position"]))
     if train:
         m = train[-1]
         total = st.get("total_steps")
@@ -154,6 +216,12 @@ def runs_table(runs_dir: Path) -> list[list]:
 def build_train_tab(ctx: DashboardContext):
     runs_dir = Path(ctx.runs_dir)
     roots = ctx.roots
+    sched = ctx.scheduler or S.Scheduler(runs_dir)
+    try:  # jobs that waited while the app was down start now (their GPUs may have freed meanwhile)
+        sched.pump()
+    except (jobs.JobError, OSError) as exc:
+        print(f"warning: the job queue in {runs_dir} could not be processed: {exc}")
+    machine_gpus = sched.gpus()
     start = form.DEFAULT_CONFIG if form.DEFAULT_CONFIG in shipped_configs() else shipped_configs()[0]
     values = rebase_data(form.defaults(start), ctx.data_dir)
     demo_backbone = firstrun.model_backbone_name(firstrun.DEMO_MODEL) if firstrun.DEMO_MODEL.is_file() else None
@@ -166,7 +234,9 @@ def build_train_tab(ctx: DashboardContext):
     comps: dict[str, gr.components.Component] = {}
     try:
         first = form.resolve(start, values, fallback_weights=_fallback(values["model.backbone"]), creates_data=True)
-        init = (first.command(), first.torchrun(), "\n".join(f"- {n}" for n in preflight_notes(first)))
+        init = (launch_preview(first, S.parse_request("", 1, first.cfg.runtime.device, machine_gpus), machine_gpus),
+                first.multinode(None, str(runs_dir / f"{first.cfg.name}-multinode")),
+                "\n".join(f"- {n}" for n in preflight_notes(first)))
     except (ConfigError, ValueError) as exc:
         init = ("", "", f"**invalid:** {exc}")
 
@@ -181,6 +251,14 @@ def build_train_tab(ctx: DashboardContext):
                 name = gr.Textbox(label="run name (default: config name)", elem_id="train-name", scale=2)
                 threads = gr.Number(0, precision=0, label="CPU threads (0 = auto)", elem_id="train-threads",
                                     scale=1)
+            with gr.Row():  # where the job runs (dashboard.scheduler)
+                held, _ = sched.running()
+                gpu_pick = gr.CheckboxGroup([(G.label(g, held.get(g.index)), str(g.index)) for g in machine_gpus],
+                                            value=[], label="GPUs", visible=bool(machine_gpus),
+                                            elem_id="train-gpus", scale=3)
+                procs = gr.Number(1, precision=0, label="CPU processes (> 1: torchrun, gloo)", minimum=1,
+                                  elem_id="train-procs", scale=1)
+            gr.Markdown(gpu_note(machine_gpus, sched.max_jobs), elem_id="train-gpu-note")
             with gr.Row():
                 launch_btn = gr.Button("Launch", variant="primary", elem_id="train-launch", scale=2)
                 data_btn = gr.Button("Create demo data at root", size="sm", scale=1)
@@ -196,8 +274,9 @@ def build_train_tab(ctx: DashboardContext):
                                 comps[key] = _component(fields[key], values[key])
             extra = gr.Textbox(label="extra overrides", placeholder="key=value key=value ...", lines=1,
                                elem_id="train-extra")
-            torchrun = gr.Code(init[1], label="multi-GPU (torchrun; set NGPUS)", language="shell", interactive=False,
-                               wrap_lines=True, lines=2, max_lines=8)
+            torchrun = gr.Code(init[1], label="multi-node (torchrun; run it on each of $NNODES machines)",
+                               language="shell", interactive=False, wrap_lines=True, lines=2, max_lines=8,
+                               elem_id="train-multinode")
         with gr.Column(scale=3, min_width=520):
             with gr.Row():
                 run = gr.Dropdown([], value=None, label="run", allow_custom_value=True, elem_id="train-run", scale=2)
@@ -206,6 +285,7 @@ def build_train_tab(ctx: DashboardContext):
             with gr.Row():
                 stop_btn = gr.Button("Stop", variant="stop", elem_id="train-stop", size="sm")
                 resume_btn = gr.Button("Resume", elem_id="train-resume", size="sm")
+                cancel_btn = gr.Button("Cancel", elem_id="train-cancel", size="sm")
                 resume_extra = gr.Textbox(show_label=False, placeholder="overrides for resume, e.g. optim.epochs=20",
                                           elem_id="train-resume-extra", scale=3)
             status = gr.Markdown(elem_id="train-status")
@@ -219,11 +299,11 @@ def build_train_tab(ctx: DashboardContext):
                                  elem_id="train-log")
     sig = gr.State({})
     timer = gr.Timer(TICK_S)
-    form_inputs = [config, *[comps[k] for k in form.KEYS], extra, name, threads]
+    form_inputs = [config, *[comps[k] for k in form.KEYS], extra, name, threads, gpu_pick, procs]
 
     # ---- form -> command
     def _resolve(config_name, *vals):
-        *field_vals, extra_text, _name, _threads = vals
+        *field_vals, extra_text, _name, _threads, _gpus, _procs = vals
         field_values = dict(zip(form.KEYS, field_vals))
         return form.resolve(roots.config(config_name), field_values, extra_text,
                             fallback_weights=_fallback(field_values.get("model.backbone")), creates_data=True)
@@ -233,9 +313,18 @@ def build_train_tab(ctx: DashboardContext):
             res = _resolve(config_name, *vals)
         except (ConfigError, ValueError) as exc:  # PathError is a ValueError
             return "", "", f"**invalid:** {exc}"
-        t = int(vals[-1] or 0) or None
+        *_, run_name, threads_value, gpus_value, procs_value = vals
+        t = int(threads_value or 0) or None
         note = "\n".join(f"- {n}" for n in preflight_notes(res))
-        return res.command(t), res.torchrun(), note
+        gpus_now = sched.gpus()
+        try:
+            request = S.parse_request(gpus_value, procs_value, res.cfg.runtime.device, gpus_now)
+        except jobs.JobError as exc:
+            request, note = S.Request("cpu"), note + f"\n- **devices:** {exc}"
+        per_node = len(request.devices) if isinstance(request.devices, tuple) else \
+            (request.nproc if request.devices == "cpu" and request.nproc > 1 else None)
+        out = runs_dir / f"{str(run_name or '').strip() or res.cfg.name}-multinode"
+        return launch_preview(res, request, gpus_now, t), res.multinode(per_node, str(out)), note
 
     gr.on([c.change for c in form_inputs], show_command, form_inputs, [command, torchrun, notes],
           trigger_mode="always_last", show_progress="hidden", api_visibility="private")
@@ -283,32 +372,33 @@ def build_train_tab(ctx: DashboardContext):
             done.append(f"Backbone: the bundled demo model's own (`{weights}`, from assets/demo_model.safetensors).")
         return done
 
-    def _start(res: form.Resolved, run_name: str, threads_value, progress=None) -> tuple:
-        n = _threads(threads_value, ctx)
+    def _start(res: form.Resolved, run_name: str, threads_value, gpus_value=None, procs_value=1,
+               progress=None) -> tuple:
+        gpus_now = sched.gpus()
         try:
             name = roots.run_name(str(run_name or "").strip() or res.cfg.name)
-        except PathError as exc:
+            request = S.parse_request(gpus_value, procs_value, res.cfg.runtime.device, gpus_now)
+        except (PathError, jobs.JobError) as exc:
             raise _error(str(exc)) from None
         prepared = _prepare(res, progress or (lambda *a, **k: None))
-        try:
-            out, pid = jobs.launch_train(res.config, res.overrides, runs_dir, name, n)
+        try:  # threads 0: chosen when it starts, from the jobs running then
+            place = sched.submit_train(res.config, res.overrides, name, max(0, int(threads_value or 0)), request,
+                                       info={"config": res.cfg.name, "dataset": res.cfg.data.dataset})
         except (jobs.JobError, PathError) as exc:
             raise _error(str(exc)) from None
-        msg = (f"Launched **{out.name}** (pid {pid}, {n} thread{'s' if n > 1 else ''}).\n\n"
-               f"`{res.command(n)} --out {out}`")
-        return "\n\n".join([*prepared, msg]), out.name
+        return "\n\n".join([*prepared, placement_message(place, res, gpus_now)]), place.run.name
 
     def launch(config_name, *vals, progress=gr.Progress()):
         try:
             res = _resolve(config_name, *vals)
         except (ConfigError, ValueError) as exc:
             raise _error(f"Invalid job settings: {exc}") from None
-        return _start(res, vals[-2], vals[-1], progress)
+        return _start(res, *vals[-4:], progress=progress)
 
     # named parameters for API users (gradio_client): config, data_root, optim_epochs, ...; progress is Gradio's
     launch.__signature__ = inspect.Signature(
         [inspect.Parameter(p.replace(".", "_"), inspect.Parameter.POSITIONAL_OR_KEYWORD)
-         for p in ["config", *form.KEYS, "extra", "name", "threads"]]
+         for p in ["config", *form.KEYS, "extra", "name", "threads", "gpus", "processes"]]
         + [inspect.Parameter("progress", inspect.Parameter.KEYWORD_ONLY, default=gr.Progress())])
     launched = gr.Textbox(visible=False)  # the new run's name; plain text for API users
 
@@ -319,16 +409,17 @@ def build_train_tab(ctx: DashboardContext):
         select, launched, run, api_visibility="private")
 
     def launch_config(config_name: str, overrides: str, run_name: str = "", threads_value: float = 0,
-                      progress=gr.Progress()):
-        """Launch ``config_name`` with ``key=value`` overrides (text) - the CLI's form, for scripts."""
+                      gpus: str = "", processes: float = 1, progress=gr.Progress()):
+        """Launch ``config_name`` with ``key=value`` overrides (text) - the CLI's form, for scripts. ``gpus``:
+        "0,1", "cpu" or "" (the first free GPU; the CPU without one); ``processes``: CPU processes (torchrun)."""
         try:
             res = form.resolve(roots.config(config_name), {}, overrides)
         except (ConfigError, ValueError) as exc:
             raise _error(f"Invalid job settings: {exc}") from None
-        return _start(res, run_name, threads_value, progress)
+        return _start(res, run_name, threads_value, gpus, processes, progress=progress)
 
     hidden = [gr.Textbox(visible=False), gr.Textbox(visible=False), gr.Textbox(visible=False),
-              gr.Number(visible=False)]
+              gr.Number(visible=False), gr.Textbox("", visible=False), gr.Number(1, visible=False)]
     launch_hidden = gr.Button(visible=False)
     launch_hidden.click(launch_config, hidden, [launch_msg, launched], api_name="launch_config",
                         concurrency_limit=1).then(select, launched, run, api_visibility="private")
@@ -352,21 +443,38 @@ def build_train_tab(ctx: DashboardContext):
         try:
             pid = jobs.stop_run(rd)
         except jobs.JobError as exc:
+            if S.queue_position(runs_dir, rd.name):
+                exc = jobs.JobError("it is queued, not running: Cancel takes it out of the queue")
             raise _error(f"Cannot stop {rd.name}: {exc}") from None
-        return f"Sent SIGTERM to pid {pid}: **{rd.name}** writes a checkpoint and stops."
+        ranks = " (torchrun passes it to every rank)" if (jobs.read_job(rd) or {}).get("nproc", 1) > 1 else ""
+        return f"Sent SIGTERM to pid {pid}{ranks}: **{rd.name}** writes a checkpoint and stops."
 
-    def resume(run_name, overrides, threads_value):
+    def resume(run_name, overrides, threads_value, gpus_value=None, procs_value=1):
+        """Resume on the GPUs picked in the form (or CPU processes > 1); with neither, where the run last ran."""
         rd = _checked_run(run_name)
+        gpus_now = sched.gpus()
         try:
             extra_list = form.parse_extra(overrides)
-            n = _threads(threads_value, ctx)
-            pid = jobs.resume_train(rd, extra_list, n)
-        except (jobs.JobError, ConfigError) as exc:
+            device = run_device(rd, extra_list) if (rd / "config.yaml").is_file() else "auto"
+            picked = bool(S.parse_devices(gpus_value) != "auto") or int(float(procs_value or 1)) != 1
+            request = S.parse_request(gpus_value, procs_value, device, gpus_now) if picked else None
+            place = sched.submit_resume(rd, extra_list, max(0, int(threads_value or 0)), request, device)
+        except (jobs.JobError, ConfigError, ValueError) as exc:
             raise _error(f"Cannot resume {rd.name}: {exc}") from None
-        return f"Resuming **{rd.name}** (pid {pid}, {n} thread{'s' if n > 1 else ''})."
+        return placement_message(place, None, gpus_now, "Resuming")
+
+    def cancel(run_name):
+        rd = _checked_run(run_name)
+        try:
+            state = sched.cancel(rd.name)
+        except jobs.JobError as exc:
+            raise _error(f"Cannot cancel {rd.name}: {exc}") from None
+        return f"Cancelled **{rd.name}**: out of the queue, now {state}."
 
     stop_btn.click(stop, run, launch_msg, api_name="stop", concurrency_limit=2)
-    resume_btn.click(resume, [run, resume_extra, threads], launch_msg, api_name="resume", concurrency_limit=1)
+    resume_btn.click(resume, [run, resume_extra, threads, gpu_pick, procs], launch_msg, api_name="resume",
+                     concurrency_limit=1)
+    cancel_btn.click(cancel, run, launch_msg, api_name="cancel", concurrency_limit=2)
 
     def make_data(dataset, root, progress=gr.Progress()):
         if dataset not in ("demo", "cub") or not str(root or "").strip():
@@ -393,15 +501,28 @@ def build_train_tab(ctx: DashboardContext):
 
     def live(run_name, overlay_names, smooth, x_axis, state):
         jobs.reap()
+        try:
+            sched.pump()  # queued jobs whose devices freed start now
+        except (jobs.JobError, OSError) as exc:
+            print(f"warning: the job queue in {runs_dir} could not be processed: {exc}")
         state = dict(state or {})
         all_runs = R.list_runs(runs_dir)
         names = [p.name for p in all_runs]
         runs_sig = tuple((p.name, _stat(p / "status.json"), _stat(p / jobs.JOB_FILE), _stat(p / "metrics.jsonl"))
-                         for p in all_runs)
-        out_table = out_run = out_overlay = gr.skip()
-        if runs_sig != state.get("runs"):
+                         for p in all_runs) + (_stat(runs_dir / S.QUEUE_FILE),)
+        out_table = out_run = out_overlay = out_gpus = gr.skip()
+        runs_changed = runs_sig != state.get("runs")
+        if runs_changed:
             state["runs"] = runs_sig
             out_table = runs_table(runs_dir)
+        gpus_now = sched.gpus() if machine_gpus else []
+        if gpus_now:  # names, memory in use (cached a few seconds) and the job on each
+            if runs_changed or "held" not in state:  # jobs start and end with a change of their files
+                state["held"] = sched.running()[0]
+            labels = [[G.label(g, state["held"].get(g.index)), str(g.index)] for g in gpus_now]
+            if labels != state.get("gpus"):
+                state["gpus"] = labels
+                out_gpus = gr.CheckboxGroup(choices=[tuple(x) for x in labels])
         if names != state.get("names"):
             state["names"] = names
             # only the choices change under a selection the page already has: a tick that was sent before a
@@ -435,9 +556,9 @@ def build_train_tab(ctx: DashboardContext):
             data = {n: read_metrics(f) for n, f in zip(selected, files)}
             out_loss = curves.loss_figure(data, smooth or 0.0, x_axis or "step")
             out_aux = curves.aux_figure(data, smooth or 0.0, x_axis or "step")
-        return out_table, out_run, out_overlay, out_status, out_log, out_loss, out_aux, state
+        return out_table, out_run, out_overlay, out_status, out_log, out_loss, out_aux, out_gpus, state
 
-    live_outputs = [table, run, overlay, status, log_box, loss_plot, aux_plot, sig]
+    live_outputs = [table, run, overlay, status, log_box, loss_plot, aux_plot, gpu_pick, sig]
     live_inputs = [run, overlay, smoothing, axis, sig]
     timer.tick(live, live_inputs, live_outputs, api_visibility="private", concurrency_limit=4,
                show_progress="hidden", trigger_mode="always_last")

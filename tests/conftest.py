@@ -28,6 +28,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 TINY_CLASSES = 4
 ROOT = Path(__file__).resolve().parents[1]
 TINY_RUN_EPOCHS = 3  # 4 steps per epoch (32 training images, batch 8): 12 steps
+STUDIO_MAX_JOBS = 4  # the studio's --max-jobs: its tests run jobs side by side
 
 
 # ---------------------------------------------------------------- training fixtures
@@ -219,7 +220,8 @@ def studio(tmp_path_factory, tiny_model_file, examples_dir, demo_root):
     base = tmp_path_factory.mktemp("studio")
     root = demo_root
     runs_dir = base / "runs"
-    ctx = DashboardContext.create(tiny_model_file, runs_dir, "cpu", examples_dir, allow_dirs=[root])
+    ctx = DashboardContext.create(tiny_model_file, runs_dir, "cpu", examples_dir, allow_dirs=[root],
+                                  max_jobs=STUDIO_MAX_JOBS)
     app = build_app(ctx=ctx)
     _, url, _ = launch(app, host="127.0.0.1", port=_free_port(), prevent_thread_lock=True, quiet=True)
     yield url, runs_dir, root

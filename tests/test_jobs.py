@@ -161,6 +161,16 @@ def test_resume_refuses_a_live_run_however_it_was_started(tmp_path, demo_root):
     (["python", "-c", "flrdf", "train", "--out", "{run}"], False),
     (["sleep", "-m", "flrdf", "train", "--out", "{run}"], False),
     (["python", "flrdf", "-m", "train", "--out", "{run}"], False),
+    # the torchrun form the scheduler launches (dashboard.scheduler): the launcher's own options, then -m flrdf
+    (["python3", "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "flrdf", "train",
+      "--out", "{run}"], True),
+    (["python3", "-m", "torch.distributed.run", "--nnodes=1", "--rdzv-endpoint", "h:1", "-m", "flrdf", "train",
+      "--out", "{run}"], True),
+    (["python3", "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "flrdf", "train",
+      "--out", "{run}2"], False),
+    (["python3", "-m", "torch.distributed.run", "--standalone", "other.py", "-m", "flrdf", "train",
+      "--out", "{run}"], False),
+    (["python3", "-m", "torch.distributed.run", "--no-python", "-m", "flrdf", "train", "--out", "{run}"], False),
 ])
 def test_job_cmdline_rule(tmp_path, argv, ok):
     run = tmp_path / "r1"

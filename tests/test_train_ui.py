@@ -131,7 +131,7 @@ def test_two_jobs_at_once_survive_an_app_restart(client, studio, tiny_model_file
     folder - a restarted dashboard - lists them as running and can stop them."""
     from gradio_client import Client
 
-    from conftest import _free_port
+    from conftest import STUDIO_MAX_JOBS, _free_port
     from dashboard.app import build_app, launch
     from dashboard.context import DashboardContext
 
@@ -140,7 +140,8 @@ def test_two_jobs_at_once_survive_an_app_restart(client, studio, tiny_model_file
                                                  "optim.epochs": 200}.items())
     names = [client.predict("demo", overrides, f"pair{i}", 1, api_name="/launch_config")[1] for i in range(2)]
     assert len(set(names)) == 2
-    app = build_app(ctx=DashboardContext.create(tiny_model_file, runs_dir, "cpu", examples_dir))
+    app = build_app(ctx=DashboardContext.create(tiny_model_file, runs_dir, "cpu", examples_dir,
+                                                max_jobs=STUDIO_MAX_JOBS))
     _, url, _ = launch(app, host="127.0.0.1", port=_free_port(), prevent_thread_lock=True, quiet=True)
     try:
         other = Client(url, verbose=False)
