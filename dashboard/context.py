@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from dashboard.paths import PathError, Roots
+from flrdf.auth import Logins
 from flrdf.engine.checkpoint import CheckpointError, LoadedModel, load_model, resolve_checkpoint_path
 from flrdf.engine.step import resolve_device
 
@@ -124,6 +125,7 @@ class DashboardContext:
     roots: Roots = None  # type: ignore[assignment]       # what clients may name (dashboard.paths)
     data_dir: Path = None  # type: ignore[assignment]    # demo data and the demo backbone (default ./data)
     browsed: dict = field(default_factory=dict)            # sha1 -> Example: images the dataset browser sent
+    logins: Logins = field(default_factory=Logins)         # who may log in, and as editor or viewer (access.py)
 
     @classmethod
     def create(cls, checkpoint: str | Path | None = None, runs_dir: str | Path = "runs", device: str = "auto",

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from dashboard import curves, firstrun, jobs
+from dashboard import access, curves, firstrun, jobs
 from dashboard import runs as R
 from dashboard import train_form as form
 from dashboard.context import DashboardContext
@@ -183,7 +183,7 @@ def build_train_tab(ctx: DashboardContext):
                                     scale=1)
             with gr.Row():
                 launch_btn = gr.Button("Launch", variant="primary", elem_id="train-launch", scale=2)
-                data_btn = gr.Button("Create demo data at root", size="sm", scale=1)
+                data_btn = gr.Button("Create demo data at root", size="sm", scale=1, elem_id="train-make-data")
             launch_msg = gr.Markdown(elem_id="train-launch-msg")
             command = gr.Code(init[0], label="resolved command", language="shell", interactive=False,
                               wrap_lines=True, lines=2, max_lines=8, elem_id="train-command")
@@ -298,7 +298,8 @@ def build_train_tab(ctx: DashboardContext):
                f"`{res.command(n)} --out {out}`")
         return "\n\n".join([*prepared, msg]), out.name
 
-    def launch(config_name, *vals, progress=gr.Progress()):
+    def launch(request: gr.Request, config_name, *vals, progress=gr.Progress()):
+        access.require_editor(ctx, request)
         try:
             res = _resolve(config_name, *vals)
         except (ConfigError, ValueError) as exc:
@@ -307,7 +308,8 @@ def build_train_tab(ctx: DashboardContext):
 
     # named parameters for API users (gradio_client): config, data_root, optim_epochs, ...; progress is Gradio's
     launch.__signature__ = inspect.Signature(
-        [inspect.Parameter(p.replace(".", "_"), inspect.Parameter.POSITIONAL_OR_KEYWORD)
+        [inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=gr.Request)]
+        + [inspect.Parameter(p.replace(".", "_"), inspect.Parameter.POSITIONAL_OR_KEYWORD)
          for p in ["config", *form.KEYS, "extra", "name", "threads"]]
         + [inspect.Parameter("progress", inspect.Parameter.KEYWORD_ONLY, default=gr.Progress())])
     launched = gr.Textbox(visible=False)  # the new run's name; plain text for API users
@@ -319,8 +321,9 @@ def build_train_tab(ctx: DashboardContext):
         select, launched, run, api_visibility="private")
 
     def launch_config(config_name: str, overrides: str, run_name: str = "", threads_value: float = 0,
-                      progress=gr.Progress()):
+                      request: gr.Request = None, progress=gr.Progress()):
         """Launch ``config_name`` with ``key=value`` overrides (text) - the CLI's form, for scripts."""
+        access.require_editor(ctx, request)
         try:
             res = form.resolve(roots.config(config_name), {}, overrides)
         except (ConfigError, ValueError) as exc:
@@ -347,7 +350,8 @@ def build_train_tab(ctx: DashboardContext):
             raise _error("Select a run first.")
         return rd
 
-    def stop(run_name):
+    def stop(run_name, request: gr.Request):
+        access.require_editor(ctx, request)
         rd = _checked_run(run_name)
         try:
             pid = jobs.stop_run(rd)
@@ -355,7 +359,8 @@ def build_train_tab(ctx: DashboardContext):
             raise _error(f"Cannot stop {rd.name}: {exc}") from None
         return f"Sent SIGTERM to pid {pid}: **{rd.name}** writes a checkpoint and stops."
 
-    def resume(run_name, overrides, threads_value):
+    def resume(run_name, overrides, threads_value, request: gr.Request):
+        access.require_editor(ctx, request)
         rd = _checked_run(run_name)
         try:
             extra_list = form.parse_extra(overrides)
@@ -368,7 +373,8 @@ def build_train_tab(ctx: DashboardContext):
     stop_btn.click(stop, run, launch_msg, api_name="stop", concurrency_limit=2)
     resume_btn.click(resume, [run, resume_extra, threads], launch_msg, api_name="resume", concurrency_limit=1)
 
-    def make_data(dataset, root, progress=gr.Progress()):
+    def make_data(dataset, root, request: gr.Request, progress=gr.Progress()):
+        access.require_editor(ctx, request)
         if dataset not in ("demo", "cub") or not str(root or "").strip():
             raise _error("Set dataset 'demo' and a root folder first.")
         try:
