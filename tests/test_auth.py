@@ -21,7 +21,7 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError, AuthenticationError
 
 from conftest import _free_port
-from dashboard import access
+from dashboard import access, jobs
 from dashboard.context import DashboardContext
 from flrdf.auth import (EDITOR, PBKDF2_ITERATIONS, VIEWER, AuthError, Login, Logins, hash_password, is_loopback,
                         parse_auth_line, parse_cli_login, read_auth_file, serving_check, verify_password)
@@ -228,6 +228,11 @@ def locked(tmp_path_factory, tiny_model_file):
             communicate(proc, 20, "app.py")
         except AssertionError:
             pass
+        for run in runs.iterdir():   # only when a check regressed: a job a viewer started is stopped
+            try:
+                jobs.stop_run(run)
+            except jobs.JobError:
+                pass
 
 
 def test_without_credentials_nothing_is_served(locked):
