@@ -25,7 +25,7 @@ from dashboard import access, jobs
 from dashboard.context import DashboardContext
 from flrdf.auth import (EDITOR, PBKDF2_ITERATIONS, VIEWER, AuthError, Login, Logins, hash_password, is_loopback,
                         parse_auth_line, parse_cli_login, read_auth_file, serving_check, verify_password)
-from waits import communicate, run_command, wait_until
+from waits import communicate, run_command, see, see_function, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 EDITOR_PW, VIEWER_PW = "alice-pw-4f1e", "bob-pw-9c2d"
@@ -301,3 +301,35 @@ def test_the_page_locks_the_editor_buttons_on_load(locked):
     loads = [d for d in config["dependencies"] if any(t[1] == "load" for t in d["targets"])]
     wanted = [ids["viewer-note"], *[ids[i] for i in access.EDITOR_CONTROLS]]
     assert any(d["outputs"] == wanted for d in loads), [d["outputs"] for d in loads]
+
+
+def test_a_viewer_sees_the_buttons_disabled_in_the_browser(locked):
+    """Through Gradio's login page in headless Chromium: a viewer sees the note and a disabled Launch;
+    an editor sees neither."""
+    from test_browser import CHROMIUM, open_page
+
+    if not CHROMIUM.exists():
+        pytest.skip("needs Debian's chromium at /usr/bin/chromium")
+    url, _ = locked
+    for user, password, locked_out in (("bob", VIEWER_PW, True), ("alice", EDITOR_PW, False)):
+        for page in open_page(url, 1400, 1000):
+            page.get_by_label("username").fill(user)
+            page.get_by_label("password").fill(password)
+            page.get_by_role("button", name="Login").click()
+            see(page.locator("#inspect-run"))   # logged in, the page is up
+            tabs = {"Train": ("train-launch", "train-make-data", "train-stop", "train-resume"),
+                    "Evaluate": ("eval-run", "eval-demo"), "Analyze": ("an-run",)}
+            assert sorted(e for ids in tabs.values() for e in ids) == sorted(access.EDITOR_CONTROLS)
+            if locked_out:
+                see(page.locator("#viewer-note", has_text="you are a viewer"))
+            for tab, ids in tabs.items():
+                page.get_by_role("tab", name=tab).click()
+                for elem in ids:
+                    button = see(page.locator(f"#{elem}"), show="#viewer-note")
+                    if locked_out:
+                        see_function(page, "id => document.getElementById(id).disabled === true", elem, 30,
+                                     f"#{elem} disabled for a viewer", show="#viewer-note")
+                    else:
+                        assert not button.is_disabled(), elem
+            if not locked_out:
+                assert page.locator("#viewer-note", has_text="you are a viewer").count() == 0
