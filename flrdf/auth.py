@@ -282,7 +282,7 @@ def hash_password_main(argv: list[str] | None = None) -> int:
         prog="python -m flrdf hash-password",
         description="Print one auth-file line (user:hash[:role]) for app.py --auth-file. The password is read "
                     "from the terminal (asked twice) or from the first line of stdin.")
-    parser.add_argument("--user", required=True, help=USER_RULE)
+    parser.add_argument("--user", default=None, help=f"{USER_RULE} (asked for on a terminal when not given)")
     parser.add_argument("--role", choices=ROLES, default=EDITOR,
                         help="editor (default): may launch, stop and resume jobs; viewer: looks only")
     parser.add_argument("--scheme", choices=(PBKDF2, SCRYPT), default=PBKDF2)
@@ -290,7 +290,9 @@ def hash_password_main(argv: list[str] | None = None) -> int:
                         help=f"PBKDF2 iterations (default {PBKDF2_ITERATIONS})")
     args = parser.parse_args(argv)
     try:
-        user = check_user(args.user)
+        if args.user is None and not sys.stdin.isatty():
+            raise AuthError("give --user NAME (the password comes from stdin)")
+        user = check_user(args.user if args.user is not None else input("user: ").strip())
         encoded = hash_password(_read_password(), args.scheme, args.iterations)
     except AuthError as exc:
         print(f"hash-password: error: {exc}", file=sys.stderr)

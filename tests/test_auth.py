@@ -2,8 +2,9 @@
 
 Pure parts directly (hashes, the auth file, roles, when a login is required); ``python -m flrdf
 hash-password`` and ``python app.py`` as processes; and one ``python app.py`` with ``--auth`` (an
-editor) and ``--auth-file`` (a viewer) on a loopback port, driven through gradio_client. No test
-binds anything but 127.0.0.1: the non-loopback refusal is checked on app.py's exit before it binds.
+editor) and ``--auth-file`` (a viewer) on a loopback port, driven through gradio_client and, once,
+through Gradio's login page in headless Chromium. No test binds anything but 127.0.0.1: the
+non-loopback refusal is checked on app.py's exit before it binds.
 """
 
 from __future__ import annotations
@@ -107,6 +108,8 @@ def test_hash_password_command_round_trips_with_the_verifier():
     assert done.returncode == 0 and verify_password("x", parse_auth_line(done.stdout.strip()).encoded)
     done = run_command(cmd, 60, "hash-password with an empty password", input="\n", cwd=ROOT)
     assert done.returncode == 2 and "the password is empty" in done.stderr and not done.stdout
+    done = run_command(cmd[:4], 60, "hash-password without --user", input="pw\n", cwd=ROOT)
+    assert done.returncode == 2 and "give --user NAME" in done.stderr and not done.stdout
     assert "hash-password" in run_command([sys.executable, "-m", "flrdf"], 60, "usage", cwd=ROOT).stdout
 
 
