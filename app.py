@@ -2,7 +2,8 @@
 
 With no arguments it runs offline on the bundled demo model (assets/), on 127.0.0.1 without a login.
 Serving beyond loopback (``--host 0.0.0.0``, ``--share``) needs ``--auth-file``/``--auth`` or an explicit
-``--no-auth``; the decision is ``flrdf.auth.serving_check``, made before anything is imported or bound.
+``--no-auth``; the decision is ``flrdf.auth.serving_check``, made before the dashboard is imported
+or anything is bound.
 """
 
 from __future__ import annotations

@@ -42,6 +42,7 @@ QUEUE_SIZE = 64            # waiting requests beyond this are refused with a mes
 DEFAULT_CONCURRENCY = 2    # per event, unless the event sets its own
 # Gallery captions wrap instead of being cut with an ellipsis (Inspect's map names are long).
 CSS = ".gallery-item .caption-label { white-space: normal; max-width: 100%; }"
+LOGIN_MESSAGE = f"{TITLE}: log in with the user name and password the operator gave you."
 
 
 def build_app(checkpoint: str | None = None, runs_dir: str = "runs", device: str = "auto",
@@ -119,9 +120,6 @@ def launch(app: gr.Blocks, host: str = "127.0.0.1", port: int | None = 7860, sha
     return app.launch(server_name=host, server_port=port, share=share, max_file_size=max_file_size,
                       prevent_thread_lock=prevent_thread_lock, show_error=True, quiet=quiet, css=CSS,
                       auth=auth, auth_message=LOGIN_MESSAGE if auth else None)
-
-
-LOGIN_MESSAGE = f"{TITLE}: log in with the user name and password the operator gave you."
 
 
 def _auth_callable(logins: Logins):

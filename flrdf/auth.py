@@ -170,12 +170,12 @@ def read_auth_file(path: str | Path) -> list[Login]:
     return out
 
 
-def parse_cli_login(text: str, role: str = EDITOR) -> Login:
+def parse_cli_login(text: str) -> Login:
     """``--auth USER:PASSWORD`` as a Login (the password hashed in memory; never echoed in a message)."""
     user, sep, password = str(text).partition(":")
     if not sep or not password:
         raise AuthError("--auth takes USER:PASSWORD (a user name, ':', a non-empty password)")
-    return Login(check_user(user.strip()), hash_password(password), role)
+    return Login(check_user(user.strip()), hash_password(password), EDITOR)
 
 
 class Logins:
@@ -189,23 +189,18 @@ class Logins:
                 raise AuthError(f"user {login.user!r} is given twice (--auth and --auth-file)")
             self._by_user[login.user] = login
         self.read_only = bool(read_only)
-        self._absent: str | None = None
+        # what an unknown user is checked against: the default cost, a random salt and digest nobody matches
+        self._absent = f"{PBKDF2}${PBKDF2_ITERATIONS}${secrets.token_hex(SALT_BYTES)}${secrets.token_hex(HASH_BYTES)}"
 
     @property
     def required(self) -> bool:
         return bool(self._by_user)
-
-    @property
-    def users(self) -> list[str]:
-        return list(self._by_user)
 
     def check(self, user: str, password: str) -> bool:
         """Gradio's ``auth`` callable. An unknown user costs a hash check too, so the time taken does not
         tell which user names exist."""
         login = self._by_user.get(str(user))
         if login is None:
-            if self._absent is None:
-                self._absent = hash_password(secrets.token_hex(16))
             verify_password(str(password), self._absent)
             return False
         return verify_password(str(password), login.encoded)
