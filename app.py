@@ -1,6 +1,9 @@
 """``python app.py``: serve the FLRDF Studio dashboard (see dashboard/app.py).
 
-With no arguments it runs offline on the bundled demo model (assets/).
+With no arguments it runs offline on the bundled demo model (assets/), on 127.0.0.1 without a login.
+Serving beyond loopback (``--host 0.0.0.0``, ``--share``) needs ``--auth-file``/``--auth`` or an explicit
+``--no-auth``; the decision is ``flrdf.auth.serving_check``, made before the dashboard is imported
+or anything is bound.
 """
 
 from __future__ import annotations
@@ -18,7 +21,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0 for all)")
     parser.add_argument("--port", type=int, default=7860, help="port (default 7860)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
-    parser.add_argument("--share", action="store_true", help="also open a public Gradio share link")
+    parser.add_argument("--share", action="store_true", help="also open a public Gradio share link (needs a login)")
+    parser.add_argument("--auth", action="append", default=[], metavar="USER:PASSWORD",
+                        help="a login (an editor unless --read-only); repeatable. The password shows in the "
+                             "process list: prefer --auth-file on a shared machine")
+    parser.add_argument("--auth-file", default=None, metavar="FILE",
+                        help="logins, one user:hash[:role] per line (role editor or viewer); write lines with "
+                             "'python -m flrdf hash-password --user NAME [--role viewer]'")
+    parser.add_argument("--no-auth", action="store_true",
+                        help="serve beyond 127.0.0.1 (--host, --share) without a login, on purpose")
+    parser.add_argument("--read-only", action="store_true",
+                        help="everyone is a viewer: no launching, stopping, resuming or evaluating")
     parser.add_argument("--allow-dir", dest="allow_dirs", action="append", default=[], metavar="DIR",
                         help="also let clients name checkpoints under DIR (repeatable); by default only the demo "
                              "model, --checkpoint and files under --runs-dir. See docs/dashboard.md, Security model")
@@ -32,13 +45,27 @@ def main(argv: list[str] | None = None) -> int:
     if args.max_jobs < 1:
         parser.error(f"--max-jobs must be >= 1, got {args.max_jobs}")
 
+    from flrdf.auth import AuthError, load_logins, serving_check
+
+    try:
+        logins = load_logins(args.auth, args.auth_file, args.read_only)
+    except AuthError as exc:
+        print(f"app.py: error: {exc}", file=sys.stderr)
+        return 2
+    error, warning = serving_check(args.host, args.share, logins.required, args.no_auth)
+    if error:
+        print(f"app.py: error: {error}", file=sys.stderr)
+        return 2
+    if warning:
+        print(warning, file=sys.stderr)
+
     from dashboard.app import build_app, launch, set_compute_threads
 
     set_compute_threads(args.threads)
 
     try:
         app = build_app(args.checkpoint, args.runs_dir, args.device, allow_dirs=args.allow_dirs,
-                        max_jobs=args.max_jobs)
+                        max_jobs=args.max_jobs, logins=logins)
     except (RuntimeError, ValueError) as exc:
         print(f"app.py: error: {exc}", file=sys.stderr)
         return 2

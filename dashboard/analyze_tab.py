@@ -28,7 +28,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from dashboard import jobs
+from dashboard import access, jobs
 from dashboard import runs as R
 from dashboard.context import DashboardContext
 from dashboard.curves import loss_figure
@@ -199,9 +199,11 @@ def build_analyze_tab(ctx: DashboardContext):
     shown = gr.State({})
     timer = gr.Timer(TICK_S)
 
-    def analyze(source, split, root, methods, limit, faithfulness_limit, wsol_step="reference"):
+    def analyze(source, split, root, methods, limit, faithfulness_limit, wsol_step="reference",
+                request: gr.Request = None):
         """Start ``python -m flrdf analyze`` in the background; returns a message and the result folder.
         ``wsol_step``: MaxBoxAccV2's threshold step, ``reference`` (0.001) or ``fast`` (0.01)."""
+        access.require_editor(ctx, request)
         src, split_name, root_text, method_keys = str(source or "").strip(), split, root, methods
         limit_value, faith_value = limit, faithfulness_limit
         if not src:

@@ -23,6 +23,7 @@ import torch
 from dashboard.gpus import GPU
 from dashboard.paths import PathError, Roots
 from dashboard.scheduler import Scheduler
+from flrdf.auth import Logins
 from flrdf.engine.checkpoint import CheckpointError, LoadedModel, load_model, resolve_checkpoint_path
 from flrdf.engine.step import resolve_device
 
@@ -128,6 +129,7 @@ class DashboardContext:
     data_dir: Path = None  # type: ignore[assignment]    # demo data and the demo backbone (default ./data)
     browsed: dict = field(default_factory=dict)            # sha1 -> Example: images the dataset browser sent
     scheduler: Scheduler = None  # type: ignore[assignment]  # GPUs and the queue of training jobs (--max-jobs)
+    logins: Logins = field(default_factory=Logins)         # who may log in, and as editor or viewer (access.py)
 
     @classmethod
     def create(cls, checkpoint: str | Path | None = None, runs_dir: str | Path = "runs", device: str = "auto",

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from dashboard import firstrun, jobs
+from dashboard import access, firstrun, jobs
 from dashboard import runs as R
 from dashboard.context import DashboardContext
 from dashboard.paths import PathError, check_slug, download_copies, within
@@ -168,7 +168,8 @@ def build_evaluate_tab(ctx: DashboardContext):
     shown = gr.State({})
     timer = gr.Timer(TICK_S)
 
-    def evaluate(src, split_name, root_text, method_keys, tau_value, limit_value):
+    def evaluate(src, split_name, root_text, method_keys, tau_value, limit_value, request: gr.Request):
+        access.require_editor(ctx, request)
         src = str(src or "").strip()
         if not src:
             raise _error("Pick a checkpoint or run directory.")
@@ -241,9 +242,10 @@ def build_evaluate_tab(ctx: DashboardContext):
     tick = R.folder_tick(_folders, _folder, view, len(view_outputs), empty, gr.skip,
                          lambda folders: gr.Dropdown(choices=folders), PathError)
 
-    def evaluate_default(limit_value=0, progress=gr.Progress()):
+    def evaluate_default(limit_value=0, request: gr.Request = None, progress=gr.Progress()):
         """The dashboard's default model (the bundled demo model) on its test split, made first when missing;
         ``limit_value``: the form's "images (0 = all)"."""
+        access.require_editor(ctx, request)
         try:
             loaded = ctx.load()
             file = roots.checkpoint(str(loaded.path))

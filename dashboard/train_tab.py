@@ -28,7 +28,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from dashboard import curves, firstrun, jobs
+from dashboard import access, curves, firstrun, jobs
 from dashboard import gpus as G
 from dashboard import runs as R
 from dashboard import scheduler as S
@@ -261,7 +261,7 @@ def build_train_tab(ctx: DashboardContext):
             gr.Markdown(gpu_note(machine_gpus, sched.max_jobs), elem_id="train-gpu-note")
             with gr.Row():
                 launch_btn = gr.Button("Launch", variant="primary", elem_id="train-launch", scale=2)
-                data_btn = gr.Button("Create demo data at root", size="sm", scale=1)
+                data_btn = gr.Button("Create demo data at root", size="sm", scale=1, elem_id="train-make-data")
             launch_msg = gr.Markdown(elem_id="train-launch-msg")
             command = gr.Code(init[0], label="resolved command", language="shell", interactive=False,
                               wrap_lines=True, lines=2, max_lines=8, elem_id="train-command")
@@ -388,7 +388,8 @@ def build_train_tab(ctx: DashboardContext):
             raise _error(str(exc)) from None
         return "\n\n".join([*prepared, placement_message(place, res, gpus_now)]), place.run.name
 
-    def launch(config_name, *vals, progress=gr.Progress()):
+    def launch(request: gr.Request, config_name, *vals, progress=gr.Progress()):
+        access.require_editor(ctx, request)
         try:
             res = _resolve(config_name, *vals)
         except (ConfigError, ValueError) as exc:
@@ -397,8 +398,9 @@ def build_train_tab(ctx: DashboardContext):
 
     # named parameters for API users (gradio_client): config, data_root, optim_epochs, ...; progress is Gradio's
     launch.__signature__ = inspect.Signature(
-        [inspect.Parameter(p.replace(".", "_"), inspect.Parameter.POSITIONAL_OR_KEYWORD)
-         for p in ["config", *form.KEYS, "extra", "name", "threads", "gpus", "processes"]]
+        [inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=gr.Request)]
+        + [inspect.Parameter(p.replace(".", "_"), inspect.Parameter.POSITIONAL_OR_KEYWORD)
+           for p in ["config", *form.KEYS, "extra", "name", "threads", "gpus", "processes"]]
         + [inspect.Parameter("progress", inspect.Parameter.KEYWORD_ONLY, default=gr.Progress())])
     launched = gr.Textbox(visible=False)  # the new run's name; plain text for API users
 
@@ -409,9 +411,10 @@ def build_train_tab(ctx: DashboardContext):
         select, launched, run, api_visibility="private")
 
     def launch_config(config_name: str, overrides: str, run_name: str = "", threads_value: float = 0,
-                      gpus: str = "", processes: float = 1, progress=gr.Progress()):
+                      gpus: str = "", processes: float = 1, request: gr.Request = None, progress=gr.Progress()):
         """Launch ``config_name`` with ``key=value`` overrides (text) - the CLI's form, for scripts. ``gpus``:
         "0,1", "cpu" or "" (the first free GPU; the CPU without one); ``processes``: CPU processes (torchrun)."""
+        access.require_editor(ctx, request)
         try:
             res = form.resolve(roots.config(config_name), {}, overrides)
         except (ConfigError, ValueError) as exc:
@@ -438,7 +441,8 @@ def build_train_tab(ctx: DashboardContext):
             raise _error("Select a run first.")
         return rd
 
-    def stop(run_name):
+    def stop(run_name, request: gr.Request):
+        access.require_editor(ctx, request)
         rd = _checked_run(run_name)
         try:
             pid = jobs.stop_run(rd)
@@ -449,8 +453,9 @@ def build_train_tab(ctx: DashboardContext):
         ranks = " (torchrun passes it to every rank)" if (jobs.read_job(rd) or {}).get("nproc", 1) > 1 else ""
         return f"Sent SIGTERM to pid {pid}{ranks}: **{rd.name}** writes a checkpoint and stops."
 
-    def resume(run_name, overrides, threads_value, gpus_value=None, procs_value=1):
+    def resume(run_name, overrides, threads_value, gpus_value=None, procs_value=1, request: gr.Request = None):
         """Resume on the GPUs picked in the form (or CPU processes > 1); with neither, where the run last ran."""
+        access.require_editor(ctx, request)
         rd = _checked_run(run_name)
         gpus_now = sched.gpus()
         try:
@@ -463,7 +468,8 @@ def build_train_tab(ctx: DashboardContext):
             raise _error(f"Cannot resume {rd.name}: {exc}") from None
         return placement_message(place, None, gpus_now, "Resuming")
 
-    def cancel(run_name):
+    def cancel(run_name, request: gr.Request):
+        access.require_editor(ctx, request)
         rd = _checked_run(run_name)
         try:
             state = sched.cancel(rd.name)
@@ -476,7 +482,8 @@ def build_train_tab(ctx: DashboardContext):
                      concurrency_limit=1)
     cancel_btn.click(cancel, run, launch_msg, api_name="cancel", concurrency_limit=2)
 
-    def make_data(dataset, root, progress=gr.Progress()):
+    def make_data(dataset, root, request: gr.Request, progress=gr.Progress()):
+        access.require_editor(ctx, request)
         if dataset not in ("demo", "cub") or not str(root or "").strip():
             raise _error("Set dataset 'demo' and a root folder first.")
         try:
