@@ -368,6 +368,13 @@ def render_sample_v2(spec: ClassSpecV2, seed_key: int | Sequence[int], max_side:
     return SampleV2(finish(img, finish_rng), mask, tight_box(mask), unit_px, own, centres)
 
 
+def _checked_specs(num_classes: int, max_side: int, version: int) -> list[ClassSpecV2]:
+    """The class specs of a version 2 / 3 set, after checking its image size."""
+    if not 96 <= max_side <= 2048:
+        raise ValueError(f"largest image side must be between 96 and 2048 pixels for version {version}, got {max_side}")
+    return class_specs_v2(num_classes)
+
+
 def make_demo_data_v2(
     out_dir,
     num_classes: int = 10,
@@ -382,9 +389,7 @@ def make_demo_data_v2(
 
     Image number n (0-based, in images.txt order) is drawn from the streams of ``(seed, n)``.
     """
-    specs = class_specs_v2(num_classes)
-    if not 96 <= max_side <= 2048:
-        raise ValueError(f"largest image side must be between 96 and 2048 pixels for version 2, got {max_side}")
+    specs = _checked_specs(num_classes, max_side, 2)
     meta = generator_record_v2(num_classes, train_per_class, test_per_class, max_side, seed)
     return write_cub_tree(out_dir, [s.name for s in specs], train_per_class, test_per_class,
                           lambda c, n: render_sample_v2(specs[c], (seed, n), max_side), meta, progress=progress)
@@ -424,9 +429,7 @@ def make_demo_data_v3(
     """Version 2's images with version 3's identities (:func:`image_key_v3`): written like
     :func:`make_demo_data_v2`, but a set made with other counts holds the same test images (and the
     same first training images) of each class."""
-    specs = class_specs_v2(num_classes)
-    if not 96 <= max_side <= 2048:
-        raise ValueError(f"largest image side must be between 96 and 2048 pixels for version 3, got {max_side}")
+    specs = _checked_specs(num_classes, max_side, 3)
     per = train_per_class + test_per_class
     meta = generator_record_v2(num_classes, train_per_class, test_per_class, max_side, seed, version=3)
 
