@@ -173,7 +173,7 @@ def test_ddp_ranks_hold_the_statistics_of_all_ranks_data(tmp_path):
     import torch.multiprocessing as mp
 
     mp.spawn(_ddp_worker, args=(2, f"file://{tmp_path}/pg", str(tmp_path)), nprocs=2, join=True)
-    states = [torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1)]
+    states = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
     for name in ("mean", "second", "direction", "batches"):
         assert torch.equal(states[0][name], states[1][name]), name
     mean = second = None
