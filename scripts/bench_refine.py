@@ -22,6 +22,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchlib, also when loaded by file path
+from benchlib import report_json  # noqa: E402
 
 from flrdf.boxes import box_grid, box_iou  # noqa: E402
 from flrdf.engine.checkpoint import load_model  # noqa: E402
@@ -98,10 +100,7 @@ def main(argv: list[str] | None = None) -> int:
               "rows": rows, "machine": {"cpu": platform.processor() or platform.machine(),
                                         "torch": torch.__version__, "python": platform.python_version()},
               "command": "python scripts/bench_refine.py " + " ".join(argv if argv is not None else sys.argv[1:])}
-    text = json.dumps(result, indent=1)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
+    report_json(result, args.out)
     return 0
 
 

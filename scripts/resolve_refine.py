@@ -16,7 +16,6 @@ are written back byte for byte. The bundled demo model was resolved this way (do
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -24,6 +23,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchlib, also when loaded by file path
+from benchlib import report_json  # noqa: E402
 
 from flrdf.data.synthetic_overlap import generator_record  # noqa: E402
 from flrdf.engine.checkpoint import load_model, update_model_file  # noqa: E402
@@ -63,10 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.write:
         update_model_file(Path(args.model), {"refine_decision": decision.to_dict(), "data_generator": generator},
                           {"box_refine": decision.decision})
-    text = json.dumps(result, indent=1)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
+    report_json(result, args.out)
     return 0
 
 
