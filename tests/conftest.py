@@ -86,6 +86,18 @@ def pytest_configure(config):
     config.addinivalue_line("filterwarnings", "ignore::pandas.errors.Pandas4Warning:gradio.queueing")
 
 
+@pytest.fixture
+def fake_flrdf_cwd(tmp_path, monkeypatch):
+    """A working directory whose ``flrdf`` package only sleeps (120 s): ``python -m flrdf train --out X`` started
+    there is a real process with a job's command line, without training anything."""
+    pkg = tmp_path / "cwd" / "flrdf"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "__main__.py").write_text("import time\ntime.sleep(120)\n")
+    monkeypatch.chdir(pkg.parent)
+    return tmp_path
+
+
 # ---------------------------------------------------------------- dashboard fixtures
 @pytest.fixture(scope="session")
 def tiny_model_file(tmp_path_factory) -> Path:

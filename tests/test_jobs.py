@@ -41,18 +41,6 @@ def test_spawn_new_session_env_and_output_files(tmp_path):
     assert jobs.proc_state(proc.pid) is None  # no zombie left
 
 
-@pytest.fixture
-def fake_flrdf_cwd(tmp_path, monkeypatch):
-    """A working directory whose ``flrdf`` package only sleeps: ``python -m flrdf train --out X`` started there is
-    a real process with a job's command line, without training anything."""
-    pkg = tmp_path / "cwd" / "flrdf"
-    pkg.mkdir(parents=True)
-    (pkg / "__init__.py").write_text("")
-    (pkg / "__main__.py").write_text("import time\ntime.sleep(60)\n")
-    monkeypatch.chdir(pkg.parent)
-    return tmp_path
-
-
 def test_job_identity_pid_start_time_and_out(fake_flrdf_cwd):
     run = fake_flrdf_cwd / "runs" / "r1"
     other = fake_flrdf_cwd / "runs" / "r2"

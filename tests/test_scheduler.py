@@ -45,13 +45,9 @@ class Recorder:
 
 
 @pytest.fixture
-def sleeper_cwd(tmp_path, monkeypatch):
-    """A working directory whose ``flrdf`` package only sleeps (see tests/test_jobs.py)."""
-    pkg = tmp_path / "cwd" / "flrdf"
-    pkg.mkdir(parents=True)
-    (pkg / "__init__.py").write_text("")
-    (pkg / "__main__.py").write_text("import time\ntime.sleep(120)\n")
-    monkeypatch.chdir(pkg.parent)
+def sleeper_cwd(fake_flrdf_cwd):
+    """conftest's sleeping ``flrdf`` package; the jobs still alive are killed afterwards."""
+    tmp_path = fake_flrdf_cwd
     yield tmp_path
     for run in (tmp_path / "runs").glob("*"):
         pid = jobs.owned_pid(run)
