@@ -47,7 +47,8 @@ from flrdf.engine.checkpoint import LoadedModel
 from flrdf.jigsaw import random_permutations
 from flrdf.model import PAPER_MAP_SOURCE
 from flrdf.refine import applied
-from flrdf.suppression import WhatIf, capture_suppression, gate_stats, most_suppressed, suppression_whatif
+from flrdf.suppression import (WhatIf, capture_suppression, gate_stats, most_suppressed, suppression_whatif,
+                               whatif_gate)
 
 BRANCHES = ("raw", "object", "jigsaw", "combined")
 TOP_K = 5
@@ -165,7 +166,8 @@ _refine_pool: ThreadPoolExecutor | None = None
 
 
 def _refiner() -> ThreadPoolExecutor:
-    """One worker thread for GrabCut refinement beside the request's other work (created on first use)."""
+    """Worker threads for GrabCut refinement beside the requests' other work (created on first use; two, for
+    Inspect's two concurrent requests)."""
     global _refine_pool
     if _refine_pool is None:
         _refine_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="inspect-refine")
@@ -229,11 +231,12 @@ def _gt(gt_box) -> list[float] | None:
 
 
 def gate_values(gate, channels: int) -> np.ndarray | None:
-    """One image's applied gate as float32 (C,): a tensor's values, a constant repeated; None: no gate."""
+    """The first image's applied gate as float32 (C,): a (B, C, 1, 1) tensor's first row, a constant repeated;
+    None: no gate."""
     if gate is None:
         return None
     if isinstance(gate, torch.Tensor):
-        return gate.detach().float().flatten().cpu().numpy()
+        return gate[0].detach().float().flatten().cpu().numpy()
     return np.full(channels, float(gate), dtype=np.float32)
 
 
@@ -254,7 +257,7 @@ def suppression_view(model, record, image_np: np.ndarray, tau: float, gt: torch.
     maps = torch.cat([model.channel_map(x), model.channel_map(xs), model.channel_map(x - xs)])
     before, after, removed = _map_views(model, maps, ("before", "after", "removed"), image_np, tau, gt, hw)
     block = model.suppression
-    gates = gate_values(record.gate[:1] if isinstance(record.gate, torch.Tensor) else record.gate, x.shape[1])
+    gates = gate_values(record.gate, x.shape[1])
     channels = []
     if gates is not None:
         idx, cuts = most_suppressed(x[0], torch.from_numpy(gates), top_k)
@@ -278,7 +281,7 @@ def whatif_view(model, x: torch.Tensor, zoom: dict, whatif: WhatIf, names: list[
         out = model(x, tau=tau, jigsaw_n=n, with_jigsaw=False, **zoom)
     rec = seen[0]
     (after,) = _map_views(model, model.channel_map(rec.xs[:1]), ("whatif",), image_np, tau, gt, x.shape[-2:])
-    g = gate_values(rec.gate[:1] if isinstance(rec.gate, torch.Tensor) else rec.gate, rec.x.shape[1])
+    g = gate_values(rec.gate, rec.x.shape[1])
     top5 = {"raw": _topk(out.logits_raw[0], names), "combined": _topk(out.logits[0], names)}
     return WhatIfView(whatif, after, None if g is None else round(float(g.mean()), 4), top5,
                       round((time.perf_counter() - t0) * 1000, 2))
@@ -323,9 +326,11 @@ def inspect_image(loaded: LoadedModel, image, tau: float | None = None, jigsaw_n
     gt = _gt(gt_box)
     if whatif is not None and not isinstance(whatif, WhatIf):
         raise InspectError(f"whatif must be a flrdf.suppression.WhatIf, got {type(whatif).__name__}")
-    if whatif is not None and whatif.mode == "scale" and model.suppression.mode == "none":
-        raise InspectError("this model has no suppression gate to scale (model.suppression=none): "
-                           "choose a constant delta instead")
+    if whatif is not None and model.suppression.mode == "none":
+        try:  # the what-if's own refusal (a scale needs a gate), before any forward
+            whatif_gate(None, whatif)
+        except ValueError as exc:
+            raise InspectError(str(exc)) from None
     device = torch.device(device) if device is not None else next(model.parameters()).device
 
     try:
@@ -353,9 +358,6 @@ def inspect_image(loaded: LoadedModel, image, tau: float | None = None, jigsaw_n
                                     tuple(x.shape[-2:]), tau) if refines else None
     lap("flrdf forward")
     record = seen[0] if seen else None
-    gates = None if record is None else gate_values(
-        record.gate[:1] if isinstance(record.gate, torch.Tensor) else record.gate, record.x.shape[1])
-    gate = None if gates is None else gate_stats(torch.from_numpy(gates))
 
     logits = {"raw": out.logits_raw[0], "object": out.logits_object, "jigsaw": out.logits_jigsaw,
               "combined": out.logits[0]}
@@ -391,6 +393,7 @@ def inspect_image(loaded: LoadedModel, image, tau: float | None = None, jigsaw_n
         cams.append(CamView(key, METHODS[key].label, cam, overlay(image_np, cam), _box_list(b),
                             _box_list(box_to_image(b, orig_size, resize, size)), _iou(b, gt_t), cam_ms[key]))
     suppression = None if record is None else suppression_view(model, record, image_np, tau, gt_t, hw)
+    gate = None if suppression is None or suppression.gates is None else gate_stats(torch.from_numpy(suppression.gates))
     lap("suppression view")
     what = None
     if whatif is not None and whatif.active:
