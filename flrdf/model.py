@@ -65,7 +65,8 @@ class FLRDFOutput:
     loc_map: torch.Tensor                         # (B, h, w) the FL map (model.loc_layer), normalised to [0, 1]
     plain_map: torch.Tensor                       # (B, h, w) same before suppression (same grid)
     paper_map: torch.Tensor | None = None         # (B, h4, w4) the paper's map: channel mean of X' (layer4, after
-                                                  # suppression), whatever the model's loc_layer / loc_map
+                                                  # suppression), whatever the model's loc_layer / loc_map;
+                                                  # evaluation only (None in training: the loss never reads it)
     paper_plain_map: torch.Tensor | None = None   # (B, h4, w4) channel mean of X (layer4, before suppression)
     boxes: torch.Tensor | None = None             # (B, 4) x1 y1 x2 y2 in input pixels: FLRDF's foreground box
                                                   # (GrabCut-refined in evaluation when model.box_refine=grabcut)
@@ -302,8 +303,8 @@ class FLRDF(nn.Module):
             logits=self.combine(logits),
             loc_map=loc_map,
             plain_map=plain_map,
-            paper_map=self.channel_map(xs),
-            paper_plain_map=self.channel_map(f.x),
+            paper_map=None if self.training else self.channel_map(xs),   # evaluation's tables only
+            paper_plain_map=None if self.training else self.channel_map(f.x),
             boxes=reported,
             map_boxes=boxes,
             logits_object=logits.get("object"),

@@ -151,6 +151,7 @@ class Suppression(nn.Module):
         self.delta = float(delta)
         self.controller = SuppressionController(channels, gate_init) if mode == "learnable" else None
         self.whatif: WhatIf | None = None
+        self.records: list | None = None  # set by capture_suppression: each forward appends a SuppressionRecord
 
     def gate(self, x: torch.Tensor) -> torch.Tensor | float:
         return self.controller(x) if self.controller is not None else self.delta
@@ -161,10 +162,12 @@ class Suppression(nn.Module):
         return own if self.whatif is None else whatif_gate(own, self.whatif)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.mode == "none" and self.whatif is None:
-            return x
-        gate = self.applied_gate(x)
-        return x if gate is None else suppress(x, gate)
+        gate = None if self.mode == "none" and self.whatif is None else self.applied_gate(x)
+        out = x if gate is None else suppress(x, gate)
+        if self.records is not None:
+            self.records.append(SuppressionRecord(x.detach(), gate.detach() if isinstance(gate, torch.Tensor) else gate,
+                                                  out.detach()))
+        return out
 
     def extra_repr(self) -> str:
         return f"mode={self.mode!r}" + (f", delta={self.delta}" if self.mode == "fixed" else "")
@@ -289,15 +292,11 @@ def capture_suppression(model: nn.Module):
     block (a list of :class:`SuppressionRecord`, detached; empty for a model without the block)."""
     block: Suppression | None = getattr(model, "suppression", None)
     seen: list[SuppressionRecord] = []
-
-    def hook(_m, inp, out):
-        x = inp[0].detach()
-        gate = block.applied_gate(x)
-        seen.append(SuppressionRecord(x, gate.detach() if isinstance(gate, torch.Tensor) else gate, out.detach()))
-
-    handle = block.register_forward_hook(hook) if block is not None else None
+    if block is None:
+        yield seen
+        return
+    saved, block.records = block.records, seen
     try:
         yield seen
     finally:
-        if handle is not None:
-            handle.remove()
+        block.records = saved
