@@ -16,6 +16,7 @@ from pathlib import Path
 
 import yaml
 
+from flrdf.backbone import backbone_choices
 from flrdf.config import Config, ConfigError, load_config
 
 
@@ -36,9 +37,11 @@ FIELDS: tuple[Field, ...] = (
     Field("data.test_split", "test split"),
     Field("data.annotation_level", "annotation level (aircraft)", "choice", ("variant", "family", "manufacturer")),
     Field("data.val_fraction", "validation fraction", "number", info="carved from train; the only basis for best.pt"),
-    Field("model.backbone", "backbone", "choice", ("resnet18", "resnet34", "resnet50", "resnet101")),
-    Field("model.pretrained", "ImageNet-pretrained (torchvision)", "bool"),
-    Field("model.weights", "weights file", info="local torchvision-format state dict; empty = none"),
+    Field("model.backbone", "backbone", "choice", tuple(backbone_choices()),
+          "torchvision ResNets, or timm:NAME - type any timm model with feature stages (e.g. timm:convnext_small)"),
+    Field("model.pretrained", "ImageNet-pretrained (torchvision / timm)", "bool"),
+    Field("model.weights", "weights file",
+          info="local state dict (torchvision format, or a timm checkpoint for timm:NAME); empty = none"),
     Field("model.branches", "branches", "choice", ("full", "raw+fl", "raw+rdf", "raw")),
     Field("model.suppression", "suppression", "choice", ("learnable", "fixed", "none")),
     Field("model.delta", "delta (fixed gate)", "number"),
@@ -213,7 +216,12 @@ def resolve(config_name: str, values: dict, extra: str = "", fallback_weights: s
         old = get_key(base, key)
         new = _coerce(values[key], old if old is not None else "", key)
         if key == "model.weights":
-            if new is not None and new == old and not Path(new).exists():
+            chosen = str(values.get("model.backbone") or base.model.backbone).strip()
+            if new is not None and new == old and chosen != base.model.backbone:
+                notes.append(f"{new} holds the weights of {base.model.backbone}, not {chosen}: model.weights=null "
+                             f"(the backbone starts from {'ImageNet weights' if values.get('model.pretrained') else 'random init'})")
+                new = None
+            elif new is not None and new == old and not Path(new).exists():
                 if fallback_weights:
                     notes.append(f"{new} not found here: the backbone starts from the bundled demo model's own "
                                  f"backbone ({fallback_weights}, extracted from assets/demo_model.safetensors at "

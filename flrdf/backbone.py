@@ -1,4 +1,5 @@
-"""Backbone registry: torchvision ResNets as feature extractors (no pooling, no fc).
+"""Backbone registry: torchvision ResNets as feature extractors (no pooling, no fc), and any timm model
+with feature stages through ``timm:NAME`` (:mod:`flrdf.timm_backbone`); :func:`build_backbone` picks.
 
 Weights: ``pretrained=True`` asks torchvision's weights API for the ImageNet-1k
 weights (downloaded to the torch hub cache when reachable); ``weights=PATH``
@@ -21,6 +22,10 @@ from typing import Callable
 import torch
 from torch import nn
 from torchvision import models
+
+from flrdf.boxes import feature_size, rf_centre
+from flrdf.timm_backbone import SUGGESTED as TIMM_SUGGESTED, TimmBackbone, is_timm
+from flrdf.timm_backbone import pretrained_note as timm_pretrained_note
 
 log = logging.getLogger(__name__)
 
@@ -59,10 +64,36 @@ def how_to_provide(name: str) -> str:
             f"Or train from random init on purpose with model.pretrained=false.")
 
 
+def known_backbone(name: str) -> bool:
+    """A torchvision ResNet of the registry, or a ``timm:NAME`` (whose name timm checks at config load)."""
+    return name in BACKBONES or is_timm(name)
+
+
+def build_backbone(cfg, image_size: int | None = None) -> nn.Module:
+    """The backbone ``cfg`` (a ModelConfig) names: a torchvision ResNet, or a timm model (``timm:NAME``,
+    built for ``image_size`` where its patch grid depends on it)."""
+    if is_timm(cfg.backbone):
+        return TimmBackbone(cfg.backbone, pretrained=cfg.pretrained, weights=cfg.weights,
+                            layer4_stride=cfg.layer4_stride, frozen_stages=cfg.frozen_stages, image_size=image_size,
+                            suppress_layer3=cfg.suppress_layer3 and cfg.suppression != "none")
+    return ResNetBackbone(cfg.backbone, pretrained=cfg.pretrained, weights=cfg.weights,
+                          layer4_stride=cfg.layer4_stride, frozen_stages=cfg.frozen_stages)
+
+
+def backbone_choices() -> list[str]:
+    """The names the Train form offers: the torchvision ResNets, then a few timm families (any other
+    timm name can be typed)."""
+    return sorted(BACKBONES) + list(TIMM_SUGGESTED)
+
+
 def pretrained_note(name: str, pretrained: bool, weights: str | None) -> str | None:
     """Before a launch: a message when ImageNet weights are asked for but not in the local cache (the job will
     then try to download them and stop at start if it cannot); None when nothing is missing."""
-    if weights or not pretrained or name not in BACKBONES:
+    if weights or not pretrained:
+        return None
+    if is_timm(name):
+        return timm_pretrained_note(name)
+    if name not in BACKBONES:
         return None
     path = cached_weights_path(name)
     if path.is_file():
@@ -167,6 +198,23 @@ class ResNetBackbone(nn.Module):
     def stage_channels(self, stage: str) -> int:
         """Channels of ``stage``'s output (each ResNet stage doubles them): layer2 C/4, layer3 C/2, layer4 C."""
         return self.out_channels // {"layer2": 4, "layer3": 2, "layer4": 1}[stage]
+
+    def feature_hw(self, image_hw: tuple[int, int], stage: str = "layer4") -> tuple[int, int]:
+        """Cells of ``stage``'s map for an ``image_hw`` input: each stride-2 layer gives ceil(n / 2)."""
+        s = self.stage_stride(stage)
+        return feature_size(int(image_hw[0]), s), feature_size(int(image_hw[1]), s)
+
+    def cell_centre(self, stage: str = "layer4") -> float:
+        """c in centre(cell j) = j*s + c: every ResNet downsampling layer centres output i on input 2i
+        (docs/GEOMETRY.md, measured in docs/results/rf_centre.json)."""
+        return rf_centre(self.stage_stride(stage))
+
+    @property
+    def cam_target(self) -> nn.Module:
+        """The module whose output is layer4 (grad-cam's target layer)."""
+        return self.layer4
+
+    cam_reshape = None  # layer4's output is already (B, C, h, w)
 
     def forward(self, x: torch.Tensor, after_layer3: Callable[[torch.Tensor], torch.Tensor] | None = None,
                 taps: tuple[str, ...] | None = None):

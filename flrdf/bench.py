@@ -48,10 +48,13 @@ def _peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def build_pair(backbone: str, num_classes: int, jigsaw_n: int, tau: float, layer4_stride: int = 2):
+def build_pair(backbone: str, num_classes: int, jigsaw_n: int, tau: float, layer4_stride: int = 2,
+               image_size: int | None = None):
+    """FLRDF and its raw baseline on one backbone (``image_size``: the input a timm transformer is built for)."""
     flrdf = FLRDF(ModelConfig(backbone=backbone, pretrained=False, jigsaw_n=jigsaw_n, tau=tau,
-                              layer4_stride=layer4_stride), num_classes)
-    baseline = FLRDF(ModelConfig(backbone=backbone, pretrained=False, branches="raw", suppression="none"), num_classes)
+                              layer4_stride=layer4_stride), num_classes, image_size)
+    baseline = FLRDF(ModelConfig(backbone=backbone, pretrained=False, branches="raw", suppression="none"), num_classes,
+                     image_size)
     return flrdf, baseline
 
 
@@ -69,7 +72,7 @@ def bench_models(backbone="resnet18", size=224, batch=16, iters=3, rounds=3, war
     dev = resolve_device(device)
     prec = precision_for(dev, amp, channels_last)
     torch.manual_seed(0)
-    models = dict(zip(("flrdf", "baseline"), build_pair(backbone, num_classes, jigsaw_n, tau)))
+    models = dict(zip(("flrdf", "baseline"), build_pair(backbone, num_classes, jigsaw_n, tau, image_size=size)))
     images = torch.randn(batch, 3, size, size)
     labels = torch.randint(0, num_classes, (batch,))
     opts = {}
@@ -115,6 +118,18 @@ def bench_models(backbone="resnet18", size=224, batch=16, iters=3, rounds=3, war
     result["peak_memory_mb"] = round(_peak_memory_mb(dev), 1)
     result["localize_ms_per_batch"] = round(_localize_ms(models["flrdf"], prec, images), 3)
     return result
+
+
+def _refused(backbones: list[str], size: int) -> str | None:
+    """Why a backbone cannot run at ``size`` (an unknown name, a size its patch grid does not tile), or None."""
+    from flrdf.config import ConfigError, _validate_backbone, DataConfig
+
+    for name in backbones:
+        try:
+            _validate_backbone(ModelConfig(backbone=name, pretrained=False), DataConfig(image_size=size, resize=size))
+        except ConfigError as exc:
+            return str(exc)
+    return None
 
 
 def _localize_ms(model, prec, images) -> float:
@@ -199,7 +214,7 @@ def _memory_child(spec_json: str) -> None:
     dev = resolve_device(spec["device"])
     prec = precision_for(dev, spec["amp"], spec["channels_last"])
     torch.manual_seed(0)
-    model, _ = build_pair(spec["backbone"], spec["classes"], 4, 0.5, spec["layer4_stride"])
+    model, _ = build_pair(spec["backbone"], spec["classes"], 4, 0.5, spec["layer4_stride"], spec["size"])
     model.to(dev)
     if prec.channels_last:
         model.to(memory_format=torch.channels_last)
@@ -298,7 +313,7 @@ def bench_source(backbone="resnet18", size=112, batch=16, sources=(224, 336), it
     dev = resolve_device(device)
     prec = precision_for(dev, amp, channels_last)
     torch.manual_seed(0)
-    model, _ = build_pair(backbone, num_classes, 4, 0.5, layer4_stride)
+    model, _ = build_pair(backbone, num_classes, 4, 0.5, layer4_stride, size)
     model.to(dev)
     if prec.channels_last:
         model.to(memory_format=torch.channels_last)
@@ -369,7 +384,9 @@ def environment(device: torch.device) -> dict:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m flrdf bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--backbone", default="resnet18")
+    p.add_argument("--backbone", default="resnet18",
+                   help="resnet18..resnet101 or timm:NAME; comma-separated: each in turn, one JSON object per backbone "
+                        "under 'backbones' (e.g. timm:convnext_atto,timm:vit_small_patch16_224)")
     p.add_argument("--size", type=int, default=224)
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--iters", type=int, default=3, help="steps per timed round")
@@ -407,9 +424,26 @@ def main(argv: list[str] | None = None) -> int:
     except RuntimeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    backbones = [b.strip() for b in args.backbone.split(",") if b.strip()]
+    refused = _refused(backbones, args.size)
+    if refused:
+        print(f"error: {refused}", file=sys.stderr)
+        return 2
     result = {"backbone": args.backbone, "size": args.size, "batch": args.batch, "device": str(dev),
               "precision": precision_for(dev, args.amp, args.channels_last).describe(), **environment(dev)}
-    if sources:
+    if len(backbones) > 1:
+        if sources or args.pipeline:
+            print("error: --source-size and --pipeline take one backbone", file=sys.stderr)
+            return 2
+        result["backbones"] = {}
+        for name in backbones:
+            result["backbones"][name] = bench_models(name, args.size, args.batch, args.iters, args.rounds, args.warmup,
+                                                     args.device, args.amp, args.channels_last, args.classes)
+            print(f"{name}: train ratio {result['backbones'][name]['train_ratio']}, "
+                  f"infer ratio {result['backbones'][name]['infer_ratio']}", file=sys.stderr, flush=True)
+        result["ideal_train_ratio"] = round(1 / 3, 4)
+        result["ideal_infer_ratio"] = 0.5
+    elif sources:
         result.update(bench_source(args.backbone, args.size, args.batch, sources, args.iters, args.rounds,
                                    args.warmup, args.device, args.amp, args.channels_last, args.classes,
                                    args.layer4_stride, args.memory))

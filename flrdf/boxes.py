@@ -64,16 +64,20 @@ class BoxGrid:
         return self.origin + self.pitch * torch.arange(n, dtype=torch.float32)
 
 
-def box_grid(stride: int, image_hw: tuple[int, int], upsample: int = 1) -> BoxGrid:
+def box_grid(stride: int, image_hw: tuple[int, int], upsample: int = 1, cells: tuple[int, int] | None = None,
+             centre: float | None = None) -> BoxGrid:
     """The grid of a backbone map with output ``stride`` on an ``image_hw`` input, upsampled by ``upsample``.
 
     Bilinear upsampling by u (align_corners=False) puts upsampled cell k on feature
-    coordinate (k + 0.5)/u - 0.5, i.e. pixel c - s/2 + s/(2u) + k*s/u.
+    coordinate (k + 0.5)/u - 0.5, i.e. pixel c - s/2 + s/(2u) + k*s/u. ``cells`` (the map's (h, w)) and
+    ``centre`` (c) default to a ResNet's (:func:`feature_size`, :func:`rf_centre`); other backbones pass
+    their own (a patch embedding's cell j is centred on j*s + s/2).
     """
     up = max(1, int(upsample))
     s = float(stride)
-    shape = (feature_size(image_hw[0], stride) * up, feature_size(image_hw[1], stride) * up)
-    return BoxGrid(shape, s / up, rf_centre(stride) - s / 2 + s / (2 * up), (int(image_hw[0]), int(image_hw[1])))
+    h, w = cells or (feature_size(image_hw[0], stride), feature_size(image_hw[1], stride))
+    c = rf_centre(stride) if centre is None else float(centre)
+    return BoxGrid((h * up, w * up), s / up, c - s / 2 + s / (2 * up), (int(image_hw[0]), int(image_hw[1])))
 
 
 def map_to_image(maps: torch.Tensor, grid: BoxGrid, out_hw: tuple[int, int] | None = None) -> torch.Tensor:

@@ -3,7 +3,8 @@
 The Inspect tab shows them beside FLRDF's own localization map, and the
 evaluator scores their boxes against FLRDF's at the same tau. The CAM model is
 :class:`RawBranch` (backbone -> suppression -> GAP -> ``heads['raw']``), target
-layer ``backbone.layer4``.
+layer ``backbone.cam_target`` (ResNet: layer4; a timm model: its last feature stage, with grad-cam's
+``reshape_transform`` for transformer tokens and channels-last stages).
 
 Every grad-cam object hooks the model and runs its own forward and backward.
 The methods marked ``shared`` only read the target layer's activations and
@@ -77,7 +78,13 @@ class RawBranch(nn.Module):
 
     @property
     def target_layer(self) -> nn.Module:
-        return self.model.backbone.layer4
+        """The module whose output is layer4 (the backbone's last stage)."""
+        return self.model.backbone.cam_target
+
+    @property
+    def reshape_transform(self):
+        """grad-cam's reshape_transform: None for CNNs; ViT tokens / Swin's NHWC to (B, C, h, w)."""
+        return self.model.backbone.cam_reshape
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _, suppressed = self.model.raw_features(x)
@@ -136,7 +143,7 @@ def hooked_pass(wrapper: RawBranch, images: torch.Tensor, targets: list) -> _Rec
     """
     layer = wrapper.target_layer
     captured: list[torch.Tensor] = []
-    aag = ActivationsAndGradients(wrapper, [layer], None, detach=True)
+    aag = ActivationsAndGradients(wrapper, [layer], wrapper.reshape_transform, detach=True)
     keep = layer.register_forward_hook(lambda _m, _i, out: captured.append(out))
     try:
         with torch.enable_grad():
@@ -153,7 +160,7 @@ def hooked_pass(wrapper: RawBranch, images: torch.Tensor, targets: list) -> _Rec
 
 def _method_maps(method: CamMethod, wrapper: RawBranch, images: torch.Tensor, targets: list,
                  recorded: _Recorded, at_grid: bool = False) -> np.ndarray:
-    cam = method.cls(wrapper, [wrapper.target_layer])
+    cam = method.cls(wrapper, [wrapper.target_layer], reshape_transform=wrapper.reshape_transform)
     cam.activations_and_grads.release()  # its own hooks: never used
     cam.activations_and_grads = recorded
     if at_grid:  # the library's scale_cam_image then min-max normalises without resizing
@@ -197,7 +204,8 @@ def standalone_cam(model: nn.Module, images: torch.Tensor, targets, method: str)
     """The library's own way: one CAM object, its own hooked pass, hooks released. For checks."""
     spec = METHODS[check_methods([method])[0]]
     wrapper = RawBranch(model)
-    with model_lock(model), spec.cls(wrapper, [wrapper.target_layer]) as cam:
+    with model_lock(model), spec.cls(wrapper, [wrapper.target_layer],
+                                        reshape_transform=wrapper.reshape_transform) as cam:
         if spec.key == "scorecam":
             cam.batch_size = SCORECAM_BATCH
         out = cam(images, _targets(targets, images.shape[0]))

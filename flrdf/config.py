@@ -19,9 +19,10 @@ CONFIG_DIR = Path(__file__).parent / "configs"
 
 @dataclass
 class ModelConfig:
-    backbone: str = "resnet50"
-    pretrained: bool = True          # torchvision ImageNet-1k weights when reachable
-    weights: str | None = None       # local torchvision-format state dict instead
+    backbone: str = "resnet50"       # resnet18 | resnet34 | resnet50 | resnet101 (torchvision) | timm:NAME (any timm
+                                     # model with feature stages; layer2/3/4 = its last three stages)
+    pretrained: bool = True          # ImageNet weights when reachable: torchvision's, or timm's (Hugging Face hub)
+    weights: str | None = None       # local state dict instead: torchvision format, or a timm checkpoint
     branches: str = "full"           # raw | raw+fl | raw+rdf | full  (paper Table 2)
     suppression: str = "learnable"   # learnable | fixed | none
     delta: float = 0.7               # gate of the fixed variant
@@ -255,6 +256,7 @@ def load_config(name_or_path: str | Path | None = None, overrides: list[str] | N
 
 def validate(cfg: Config) -> None:
     m, d, o = cfg.model, cfg.data, cfg.optim
+    _validate_backbone(m, d)
     if m.branches not in ("raw", "raw+fl", "raw+rdf", "full"):
         raise ConfigError(f"model.branches must be raw | raw+fl | raw+rdf | full, got {m.branches!r}")
     if m.suppression not in ("learnable", "fixed", "none"):
@@ -312,6 +314,25 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"optim.schedule must be cosine | constant, got {o.schedule!r}")
     if cfg.runtime.amp_dtype not in ("auto", "bf16", "fp16"):
         raise ConfigError(f"runtime.amp_dtype must be auto | bf16 | fp16, got {cfg.runtime.amp_dtype!r}")
+
+
+def _validate_backbone(m: ModelConfig, d: DataConfig) -> None:
+    """The backbone's name, and for ``timm:NAME`` what the model can take (input size, options), checked on the
+    meta device before anything is built or downloaded."""
+    from flrdf.backbone import BACKBONES
+    from flrdf.timm_backbone import BackboneRefused, check_timm_config, is_timm
+
+    if is_timm(m.backbone):
+        if m.backbone == "timm:":
+            raise ConfigError("model.backbone=timm: needs a model name, e.g. timm:convnext_tiny")
+        try:
+            check_timm_config(m.backbone, int(d.image_size), int(m.layer4_stride), int(m.frozen_stages),
+                              bool(m.suppress_layer3 and m.suppression != "none"))
+        except BackboneRefused as exc:
+            raise ConfigError(str(exc)) from None
+    elif m.backbone not in BACKBONES:
+        raise ConfigError(f"model.backbone must be one of {sorted(BACKBONES)} or timm:NAME (any timm model with "
+                          f"feature stages, e.g. timm:convnext_tiny), got {m.backbone!r}")
 
 
 def dump_config(cfg: Config) -> str:

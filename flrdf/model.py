@@ -26,7 +26,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from flrdf.backbone import ResNetBackbone
+from flrdf.backbone import build_backbone
 from flrdf.boxes import BoxGrid, box_grid, boxes_from_maps, crop_resize, normalize_maps
 from flrdf.config import ModelConfig
 from flrdf.ddt import DescriptorPCA
@@ -82,7 +82,9 @@ class FLRDFOutput:
 
 
 class FLRDF(nn.Module):
-    def __init__(self, cfg: ModelConfig, num_classes: int):
+    def __init__(self, cfg: ModelConfig, num_classes: int, image_size: int | None = None):
+        """``image_size``: the network's input size (data.image_size); timm transformers build their patch grid
+        for it (CNNs take any size)."""
         super().__init__()
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
@@ -91,8 +93,7 @@ class FLRDF(nn.Module):
         self.cfg = cfg
         self.num_classes = num_classes
         self.branches = BRANCHES[cfg.branches]
-        self.backbone = ResNetBackbone(cfg.backbone, pretrained=cfg.pretrained, weights=cfg.weights,
-                                       layer4_stride=cfg.layer4_stride, frozen_stages=cfg.frozen_stages)
+        self.backbone = build_backbone(cfg, image_size)
         c = self.backbone.out_channels
         self.suppression = Suppression(c, cfg.suppression, cfg.delta, cfg.gate_init)
         self.suppression3 = (
@@ -183,7 +184,7 @@ class FLRDF(nn.Module):
 
     def paper_grid(self, image_hw: tuple[int, int]) -> BoxGrid:
         """The grid the paper's layer4 maps (X', X) are boxed on: layer4 cells x ``map_upsample``."""
-        return box_grid(self.backbone.stride, image_hw, self.cfg.map_upsample)
+        return self.stage_grid("layer4", image_hw, self.cfg.map_upsample)
 
     def paper_boxes(self, maps: torch.Tensor, image_hw: tuple[int, int], tau: float | None = None) -> torch.Tensor:
         """Boxes (B, 4) of layer4 maps in [0, 1] by the paper's rule: tau, largest region, cell centres."""
@@ -191,11 +192,18 @@ class FLRDF(nn.Module):
         return boxes_from_maps(maps, tau, image_hw, upsample=self.cfg.map_upsample, normalize=False,
                                grid=self.paper_grid(image_hw))
 
+    def stage_grid(self, stage: str, image_hw: tuple[int, int], upsample: int = 1) -> BoxGrid:
+        """The cells of ``stage``'s map on an ``image_hw`` input, mapped to pixels by the backbone's geometry
+        (its real stride, its map size, where its cells are centred), upsampled by ``upsample``."""
+        hw = (int(image_hw[0]), int(image_hw[1]))
+        b = self.backbone
+        return box_grid(b.stage_stride(stage), hw, upsample, b.feature_hw(hw, stage), b.cell_centre(stage))
+
     def box_grid(self, image_hw: tuple[int, int]) -> BoxGrid:
         """The grid every map of this model is thresholded on (its own and the CAMs'):
         cells of ``model.loc_layer`` (layer4: the backbone's stride) x ``map_upsample``,
         mapped to pixels by their receptive-field centres."""
-        return box_grid(self.loc_stride, image_hw, self.cfg.map_upsample)
+        return self.stage_grid(self.cfg.loc_layer, image_hw, self.cfg.map_upsample)
 
     def localize(self, loc_features: torch.Tensor, image_hw: tuple[int, int], tau: float | None = None):
         """Localization map (B, h, w) in [0, 1] and boxes (B, 4) in input pixels, from the features
@@ -228,7 +236,7 @@ class FLRDF(nn.Module):
         """The map's boxes (input pixels) snapped to the object's edges on ``view`` (the input or its
         source) by GrabCut seeded with ``loc_map`` at ``tau`` (flrdf.refine)."""
         tau = self.cfg.tau if tau is None else tau
-        grid = box_grid(self.loc_stride, image_hw)
+        grid = self.stage_grid(self.cfg.loc_layer, image_hw)
         return refine_boxes(view, loc_map, boxes, grid, tau, RefineSettings.of(self.cfg))
 
     def _aux(self, features: torch.Tensor) -> torch.Tensor:
@@ -314,5 +322,5 @@ class FLRDF(nn.Module):
         )
 
 
-def build_model(cfg: ModelConfig, num_classes: int) -> FLRDF:
-    return FLRDF(cfg, num_classes)
+def build_model(cfg: ModelConfig, num_classes: int, image_size: int | None = None) -> FLRDF:
+    return FLRDF(cfg, num_classes, image_size)

@@ -50,7 +50,7 @@ def random_model(backbone: str, size: int, resize: int, device, classes: int = 1
     cfg.model.backbone, cfg.model.pretrained, cfg.model.weights = backbone, False, None
     cfg.data.image_size, cfg.data.resize = size, resize
     torch.manual_seed(0)
-    model = FLRDF(cfg.model, classes).to(device).eval()
+    model = FLRDF(cfg.model, classes, cfg.data.image_size).to(device).eval()
     return LoadedModel(model, cfg, [f"class {i}" for i in range(classes)], Path(f"<random {backbone}>"))
 
 

@@ -125,7 +125,7 @@ def _precision_run(ctx, dtype_name: str | None, channels_last: bool) -> dict:
     prec = Precision(device, dtype, scaler, channels_last)
     torch.manual_seed(0)
     loaders = build_loaders(cfg.data, cfg.optim.batch_size, 0, pin_memory=device.type == "cuda")
-    model = FLRDF(cfg.model, len(loaders.class_names)).to(device)
+    model = FLRDF(cfg.model, len(loaders.class_names), cfg.data.image_size).to(device)
     if channels_last:
         model.to(memory_format=torch.channels_last)
     opt = build_optimizer(model, cfg.optim)

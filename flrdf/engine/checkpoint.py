@@ -26,6 +26,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from flrdf.timm_backbone import is_timm
+
 from flrdf.config import Config, ConfigError, apply_overrides, config_from_dict
 from flrdf.engine.model_overrides import changed_keys, check_changes, load_weights
 from flrdf.model import FLRDF
@@ -230,7 +232,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", overrides: 
     check_changes(changed)
     cfg.model.pretrained = False  # the weights come from the checkpoint
     cfg.model.weights = None
-    model = FLRDF(cfg.model, len(state["class_names"]))
+    model = FLRDF(cfg.model, len(state["class_names"]), cfg.data.image_size)
     try:
         load_weights(model, state["model"], changed)
     except RuntimeError as exc:
@@ -241,8 +243,11 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", overrides: 
 
 
 def backbone_state_dict(model) -> dict[str, torch.Tensor]:
-    """The backbone's weights under torchvision ResNet names (loadable as ``model.weights``)."""
+    """The backbone's weights, loadable as ``model.weights``: under torchvision ResNet names, or for a timm
+    backbone under the names of its timm feature wrapper."""
     rename = {"stem.0.": "conv1.", "stem.1.": "bn1."}
+    if is_timm(unwrap(model).cfg.backbone):
+        rename = {"net.": ""}
     out = {}
     for k, v in unwrap(model).backbone.state_dict().items():
         for old, new in rename.items():

@@ -178,7 +178,7 @@ def _train(cfg: Config, run: RunDir, resume: bool, rank: int, world: int, device
     o = cfg.optim
     loaders = build_loaders(cfg.data, o.batch_size, cfg.runtime.seed, rank, world, pin_memory=device.type == "cuda")
     class_names = loaders.class_names
-    model = FLRDF(cfg.model, len(class_names))
+    model = FLRDF(cfg.model, len(class_names), cfg.data.image_size)
     model.aux_backbone_scale = cfg.loss.aux_backbone_scale
     if model.backbone.init.startswith("random"):
         log.warning("backbone %s: %s - expect slow convergence", cfg.model.backbone, model.backbone.init)
