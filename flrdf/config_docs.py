@@ -160,8 +160,9 @@ def config_main(argv: list[str] | None = None) -> int:
                                       "The output is itself a config file (train --config FILE reads it).")
     show.add_argument("config", metavar="NAME|PATH", nargs="?", default=None,
                       help="a shipped config name or a YAML file (none: the dataclass defaults)")
-    show.add_argument("--set", dest="overrides", action="append", default=[], type=override_arg,
-                      metavar="KEY=VALUE", help="override a key (YAML value syntax); repeatable")
+    show.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[], type=override_arg,
+                      metavar="KEY=VALUE", help="override keys, as train's --set does (YAML value syntax; several "
+                                                "pairs after one --set; repeatable)")
     sub.add_parser("list", help="the shipped configs, one per line, with their first comment line",
                    description="List the shipped configs (flrdf/configs/*.yaml) with the first line of each "
                                "file's leading comment.")

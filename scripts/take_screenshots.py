@@ -22,6 +22,7 @@ few minutes on a 2-core CPU, most of it the training job reaching its first loss
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shutil
 import signal
@@ -82,6 +83,7 @@ def shoot_inspect(page, args) -> None:
     page.get_by_role("tab", name="Inspect").click()
     page.locator("#inspect-examples button").first.click()
     wait_text(page, "#inspect-status", "IoU with ground truth", args.wait)
+    page.locator("#inspect-gallery").scroll_into_view_if_needed()  # its images load lazily, once in view
     page.wait_for_function(PAINTED, arg=["inspect-before", "inspect-after", "inspect-removed", "inspect-loc",
                                          "inspect-crop", "inspect-jigsaw", "inspect-gallery"],
                        timeout=args.wait * 1000)
@@ -164,7 +166,8 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     base = Path(tempfile.mkdtemp(prefix="flrdf-shots-"))
     runs_dir, data_dir = base / "runs", base / "data"  # a fresh clone: no runs, no data folder yet
-    ctx = DashboardContext.create(None, runs_dir, args.device, data_dir=data_dir)
+    os.chdir(ROOT)  # the page shows the model as the README names it: assets/demo_model.safetensors
+    ctx = DashboardContext.create(DEMO_MODEL.relative_to(ROOT), runs_dir, args.device, data_dir=data_dir)
     app = build_app(ctx=ctx)
     _, url, _ = launch(app, host="127.0.0.1", port=free_port(), prevent_thread_lock=True, quiet=True)
     try:

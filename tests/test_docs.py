@@ -96,7 +96,7 @@ def _show(argv: list[str]) -> tuple[int, str]:
 
 
 def test_config_show_prints_the_resolved_config_with_meanings_and_reads_back(tmp_path):
-    rc, text = _show(["show", "demo", "--set", "optim.epochs=2", "--set", "model.weights=null"])
+    rc, text = _show(["show", "demo", "--set", "optim.epochs=2", "model.weights=null"])
     assert rc == 0
     cfg = load_config("demo", ["optim.epochs=2", "model.weights=null"])
     assert yaml.safe_load(text) == yaml.safe_load(dump_config(cfg))  # the output is a config file
@@ -127,10 +127,12 @@ def test_config_show_refuses_a_bad_key_and_lists_shipped_configs(capsys):
 
 
 def test_config_show_from_the_command_line():
-    proc = subprocess.run([sys.executable, "-m", "flrdf", "config", "show", "cub", "--set", "model.tau=0.3"],
+    proc = subprocess.run([sys.executable, "-m", "flrdf", "config", "show", "cub", "--set", "model.tau=0.3",
+                           "--set", "optim.epochs=5"],
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert re.search(r"^  tau: 0.3\s+# map threshold for the foreground box \[default 0.5\]$", proc.stdout, re.M)
+    assert re.search(r"^  epochs: 5\s+# .*\[default 100\]$", proc.stdout, re.M)
 
 
 # ---- links ---------------------------------------------------------------------------------------------------------
