@@ -15,8 +15,9 @@ it at a 1280 x 1000 viewport.
 - data:     the dataset browser on the demo test split with the demo model's boxes, its mistakes only.
 
 Each PNG is the browser's 1280-px-wide capture, reduced to a 256-colour palette (small files for the
-repository; --full-colour keeps 24-bit). Needs the playwright Python package and Debian's chromium. Takes a
-few minutes on a 2-core CPU, most of it the training job reaching its first loss points.
+repository; --full-colour keeps 24-bit). Needs the playwright Python package and Debian's chromium. All four
+took 14 minutes on a 2-core CPU shared with other training jobs (2026-12-07), most of it writing the demo set,
+the training job reaching its first loss points and the evaluation; --tabs inspect alone takes about a minute.
 """
 
 from __future__ import annotations
@@ -181,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
                     if tab not in tabs:
                         continue
                     if tab == "data":
-                        shoot_data(page, args, data_dir, DEMO_MODEL)
+                        shoot_data(page, args, data_dir, DEMO_MODEL.relative_to(ROOT))
                     else:
                         globals()[f"shoot_{tab}"](page, args)
             finally:
