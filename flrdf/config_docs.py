@@ -176,13 +176,22 @@ def config_main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    source = str(resolve_config_path(args.config)) if args.config else "the dataclass defaults (flrdf/config.py)"
+    source = _shown_path(resolve_config_path(args.config)) if args.config else \
+        "the dataclass defaults (flrdf/config.py)"
     header = [f"config: {args.config or 'defaults'} ({source})"]
     if args.overrides:
         header.append("overrides: " + " ".join(args.overrides))
     header.append("each key: its meaning; [default X] where the value is not the dataclass default")
     sys.stdout.write(render_show(cfg, header))
     return 0
+
+
+def _shown_path(path: Path) -> str:
+    """``path`` relative to the working directory when it lies under it (flrdf/configs/demo.yaml), else absolute."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path.resolve())
 
 
 def first_comment(path: Path) -> str:

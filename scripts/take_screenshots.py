@@ -1,6 +1,6 @@
 """Retake the dashboard screenshots of the README and docs/dashboard.md, 1280 px wide, in one command.
 
-    python scripts/take_screenshots.py                       # -> docs/screenshots/first_{inspect,train,evaluate,data}.png
+    python scripts/take_screenshots.py          # -> docs/screenshots/first_{inspect,train,evaluate,data}.png
     python scripts/take_screenshots.py --out /tmp/shots --tabs inspect,data
 
 It drives the dashboard the way tests/test_browser_firsthour.py does, on a fresh clone's state: the app is
