@@ -21,6 +21,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("flrdf.bench:main", "training/inference throughput of FLRDF vs the plain baseline"),
     "data-info": ("flrdf.data.commands:data_info_main", "summarise a dataset root as JSON"),
     "make-demo-data": ("flrdf.data.synthetic:main", "write the synthetic fine-grained set"),
+    "config": ("flrdf.config_docs:config_main", "show a resolved configuration with each key's meaning; list the "
+                                               "shipped configs"),
     "hash-password": ("flrdf.auth:hash_password_main", "one user:hash:role line for the dashboard's --auth-file"),
 }
 

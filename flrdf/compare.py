@@ -1,7 +1,7 @@
 """Run comparison: config diff, final metrics, seed-grouped variants, CSV export.
 
 Reads run directories only (``config.yaml``, ``status.json``, ``metrics.jsonl``;
-the README's run-directory contract). Runs whose resolved configs differ only in
+the run-directory contract, docs/TRAINING.md). Runs whose resolved configs differ only in
 ``runtime.seed`` form one *variant*, summarised as the mean and the spread
 (max - min) of each final metric, the single seeds kept as dots
 (:func:`variant_figure`). Final metrics are ``status.json``'s ``final`` (the

@@ -19,8 +19,10 @@ CONFIG_DIR = Path(__file__).parent / "configs"
 
 @dataclass
 class ModelConfig:
+    """The network: backbone, the three branches, the suppression gate, the FL map and its box."""
+
     backbone: str = "resnet50"       # resnet18 | resnet34 | resnet50 | resnet101 (torchvision) | timm:NAME (any timm
-                                     # model with feature stages; layer2/3/4 = its last three stages)
+                                     # model with feature stages; layer2/3/4 = its last three stages; docs/BACKBONES.md)
     pretrained: bool = True          # ImageNet weights when reachable: torchvision's, or timm's (Hugging Face hub)
     weights: str | None = None       # local state dict instead: torchvision format, or a timm checkpoint
     branches: str = "full"           # raw | raw+fl | raw+rdf | full  (paper Table 2)
@@ -32,7 +34,7 @@ class ModelConfig:
     tau: float = 0.5                 # map threshold for the foreground box
     map_upsample: int = 4            # map upsampling before thresholding
     loc_layer: str = "layer4"        # the FL map: channel mean of layer4 after suppression (the paper) |
-                                     # layer3 | layer2 (stride 8: finer, traces whole objects; README "Which map the box comes from")
+                                     # layer3 | layer2 (stride 8: finer, traces whole objects; docs/METHOD.md "Which map")
     loc_map: str = "mean"            # how that stage becomes a map: mean (channel mean, the paper) | ddt (the descriptors'
                                      # first principal component, running statistics: flrdf/ddt.py)
     ddt_momentum: float = 0.05       # EMA momentum of the DDT statistics (per training batch)
@@ -52,42 +54,48 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
+    """The dataset, its splits and the image sizes the network sees."""
+
     dataset: str = "cub"             # cub | aircraft | cars | folder | demo
-    root: str = ""
-    train_split: str = "train"
-    test_split: str = "test"
-    resize: int = 512
-    image_size: int = 448
-    annotation_level: str = "variant"  # aircraft only
-    crop_banner: bool = True           # aircraft only
+    root: str = ""                   # the dataset's folder (a download, or data/demo for the synthetic set)
+    train_split: str = "train"       # split read for training (aircraft: trainval | train | val)
+    test_split: str = "test"         # split the training run evaluates on
+    resize: int = 512                # images resized to this square first (aspect not kept, as FGVC code does)
+    image_size: int = 448            # then cropped to this square: the network input (random crop + flip in training)
+    annotation_level: str = "variant"  # aircraft only: variant | family | manufacturer (the classes)
+    crop_banner: bool = True           # aircraft only: crop the 20-px copyright banner off the bottom
     val_fraction: float = 0.0          # carved from the training split; the only basis for a 'best' checkpoint
-    on_corrupt: str = "error"          # error | skip
+    on_corrupt: str = "error"          # an unreadable image: error (stop, naming it) | skip (the next readable one instead, warned)
     num_workers: int = -1              # -1: sized to the machine
     source_size: int | None = 0        # zoom source: the same view at this many px for the object crop (0/null: off)
 
 
 @dataclass
 class OptimConfig:
-    epochs: int = 100
-    batch_size: int = 16
-    lr_backbone: float = 0.001
-    lr_new: float = 0.01
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
+    """SGD, its learning rates and schedule."""
+
+    epochs: int = 100                # training epochs (the schedule's length)
+    batch_size: int = 16             # images per step (per process under torchrun)
+    lr_backbone: float = 0.001       # learning rate of the pretrained backbone
+    lr_new: float = 0.01             # learning rate of the new layers (classifier heads, suppression controller)
+    momentum: float = 0.9            # SGD momentum
+    weight_decay: float = 5e-4       # SGD weight decay (on every parameter unless no_decay_norm_bias)
     schedule: str = "cosine"         # cosine | constant
     warmup_steps: int = 0            # linear lr warm-up
     raw_warmup_epochs: int = 0       # train the raw branch alone first (MMAL-Net practice)
     max_steps: int = 0               # stop after this many steps in total (0: no limit) - for smoke runs
-    grad_clip: float = 0.0
+    grad_clip: float = 0.0           # clip the gradient's global norm to this (0: no clipping)
     no_decay_norm_bias: bool = False  # true: no weight decay on norm layers, biases, the suppression controller
 
 
 @dataclass
 class LossConfig:
-    alpha: float = 1.0
-    beta: float = 1.0
-    gamma: float = 1.0
-    label_smoothing: float = 0.0
+    """alpha*L_raw + beta*L_obj + gamma*L_jig and how the branches pull on the shared backbone."""
+
+    alpha: float = 1.0               # weight of the raw branch's loss
+    beta: float = 1.0                # weight of the object branch's loss
+    gamma: float = 1.0               # weight of the jigsaw (RDF) branch's loss
+    label_smoothing: float = 0.0     # cross-entropy label smoothing of every branch (0: none)
     weighting: str = "fixed"         # fixed | normalized (divided by their sum) | scheduled (beta, gamma ramp up)
     ramp_epochs: float = 0.0         # scheduled: epochs (after the raw warm-up) for beta, gamma to reach their values
     aux_backbone_scale: float = 1.0  # scales the object/jigsaw losses' gradient on the shared backbone
@@ -95,14 +103,16 @@ class LossConfig:
 
 @dataclass
 class RuntimeConfig:
+    """Device, precision, seeds and how often the trainer logs, evaluates and checkpoints."""
+
     device: str = "auto"             # auto | cpu | cuda | cuda:N
     amp: bool = True                 # on CUDA: bf16 where supported, else fp16 with a scaler
     amp_dtype: str = "auto"          # auto (as above, CUDA only) | bf16 | fp16: that autocast dtype on any
                                      # device, fp16 with a scaler (V100/T4 precision on any GPU, or CPU)
-    channels_last: bool = True
-    compile: bool = False
-    seed: int = 0
-    deterministic: bool = False
+    channels_last: bool = True       # channels_last memory format (applied on CUDA)
+    compile: bool = False            # wrap the training model in torch.compile
+    seed: int = 0                    # seeds torch/numpy/random (+ rank) and the validation split carved by data.val_fraction
+    deterministic: bool = False      # torch.use_deterministic_algorithms (warn only): bit-exact resumes on CPU
     log_every: int = 10              # steps between metrics lines
     eval_every: int = 1              # epochs between test evaluations (0: only at the end)
     checkpoint_every: int = 1        # epochs
@@ -111,7 +121,7 @@ class RuntimeConfig:
 
 @dataclass
 class Config:
-    name: str = "custom"
+    name: str = "custom"             # the config's name (recorded in the run directory)
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)

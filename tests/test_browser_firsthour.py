@@ -7,7 +7,7 @@ runs folder and a data folder that does not exist yet, the bundled demo model as
 - Data: the browser shows images with their boxes; a click sends one to Inspect.
 
 Screenshots go next to the test's temp folder; with FLRDF_SCREENSHOTS=DIR also (small) into DIR (the README's
-come from ``FLRDF_SCREENSHOTS=docs/screenshots python -m pytest tests/test_browser_firsthour.py``).
+come from ``python scripts/take_screenshots.py``, which drives the dashboard the same way at 1280 px).
 No duration is asserted: the waits only keep a broken run from hanging the suite (tests/waits.py)."""
 
 from __future__ import annotations
