@@ -276,3 +276,28 @@ def test_the_train_form_offers_timm_backbones_and_any_typed_name(tmp_path):
     assert any("holds the weights of resnet18, not timm:regnety_002" in n for n in res.notes)
     with pytest.raises(ConfigError, match="unknown timm model 'no_such_net'"):
         form.resolve("demo", values | {"model.backbone": "timm:no_such_net"})
+
+
+def test_suppression_after_layer3_on_a_channels_last_swin_stage():
+    """Swin's stages are NHWC inside timm: the layer3 suppression sees (and returns) NCHW, and layer4 is fed by it."""
+    torch.manual_seed(0)
+    cfg = config("timm:swinv2_tiny_window8_256", 64, "model.suppress_layer3=true", "model.suppression=fixed",
+                 "model.delta=0.3", "model.loc_layer=layer3")
+    model = FLRDF(cfg.model, K, 64).eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        f = model.features(x)
+        plain = model.backbone(x)  # no suppression after layer3
+    assert f.loc.shape == f.plain.shape == (1, model.backbone.stage_channels("layer3"), 4, 4)
+    assert not torch.equal(f.loc, f.plain)  # X' of layer3 is the suppressed one
+    assert torch.all(f.loc <= f.plain.amax(dim=(2, 3), keepdim=True) * 0.3 + 1e-5)
+    assert not torch.allclose(f.x, plain)  # layer4 is computed from the suppressed layer3
+
+
+def test_layer4_stride_1_gives_a_timm_cnn_output_stride_16():
+    torch.manual_seed(0)
+    fine = FLRDF(config("timm:convnext_atto", 64, "model.layer4_stride=1", "model.loc_map=mean").model, K, 64).eval()
+    with torch.no_grad():
+        out = fine(torch.randn(1, 3, 64, 64))
+    assert fine.backbone.stride == 16 and fine.backbone.feature_hw((64, 64)) == (4, 4)
+    assert out.paper_map.shape == (1, 4, 4)

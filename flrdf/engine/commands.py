@@ -224,7 +224,7 @@ def predict_main(argv: list[str]) -> int:
 def export_main(argv: list[str]) -> int:
     p = _Parser(prog="python -m flrdf export",
                 description="Export a checkpoint or run: a weights-only model file (.safetensors, config and class "
-                            "names inside) and/or the backbone as a torchvision-format state dict (for model.weights).")
+                            "names inside) and/or the backbone as a state dict for model.weights (torchvision names for a ResNet, timm feature-wrapper names for timm:NAME).")
     p.add_argument("--checkpoint", required=True, help="checkpoint .pt, model .safetensors or run directory")
     p.add_argument("--model-out", help="write a .safetensors model file here")
     p.add_argument("--fp32", action="store_true", help="keep fp32 weights in the model file (default fp16)")
