@@ -36,6 +36,7 @@ from flrdf.cams import DEFAULT_METHODS, METHODS
 from flrdf.engine.checkpoint import CheckpointError, LoadedModel
 from flrdf.inspect import inspect_image, valid_grids
 from flrdf.suppression import WhatIf
+from flrdf.timm_backbone import is_timm
 
 log = logging.getLogger(__name__)
 PREDICTED = "predicted"
@@ -127,7 +128,12 @@ def grid_choices(loaded: LoadedModel | None) -> list[int]:
 
 def model_summary(loaded: LoadedModel) -> str:
     cfg = loaded.config
-    bits = [f"`{loaded.path}`", f"{cfg.model.backbone}", f"{cfg.data.image_size} px input",
+    backbone = cfg.model.backbone
+    if is_timm(backbone):  # the stage names are the ResNet's: say what they are on this backbone
+        b = loaded.model.backbone
+        backbone += (f" (layer4 = its last feature stage, stride {b.stage_stride('layer4')}; layer3, layer2 = the two "
+                     "before it)")
+    bits = [f"`{loaded.path}`", backbone, f"{cfg.data.image_size} px input",
             f"{len(loaded.class_names)} classes", f"branches {cfg.model.branches}",
             f"suppression {cfg.model.suppression}", f"box source: {loaded.model.box_source}"]
     if loaded.epoch is not None:

@@ -301,3 +301,11 @@ def test_layer4_stride_1_gives_a_timm_cnn_output_stride_16():
         out = fine(torch.randn(1, 3, 64, 64))
     assert fine.backbone.stride == 16 and fine.backbone.feature_hw((64, 64)) == (4, 4)
     assert out.paper_map.shape == (1, 4, 4)
+
+
+def test_the_inspect_page_names_what_layer4_is_on_a_timm_backbone(family):
+    from dashboard.inspect_tab import model_summary
+
+    text = model_summary(family["loaded"])
+    s = family["loaded"].model.backbone.stage_stride("layer4")
+    assert f"{family['backbone']} (layer4 = its last feature stage, stride {s}" in text
