@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -94,3 +95,35 @@ def test_pooled_features_are_what_the_heads_read(tiny_run, demo_root):
         assert np.allclose(logits, extras["logits"][b], atol=1e-4), b
         assert [int(v) for v in logits.argmax(1)] == [r[f"{b}_pred1"] for r in rows]
     assert np.allclose(extras["logits"]["combined"], extras["logits"]["raw"] + extras["logits"]["object"], atol=1e-4)
+
+
+def test_analyze_tab_views_of_the_folder(feature_dir, demo_root, tiny_model_file, tmp_path):
+    """The tab's module-level handlers: the maps, the point table (brushed), calibration, and a row sent to Inspect
+    only from under the analysis's (readable) dataset root."""
+    from dashboard.analyze_tab import EMPTY, brushed_points, send_point, view
+    from dashboard.analyze_view import POINT_HEADERS, calibration_table, embedding_frame, points_table
+    from dashboard.context import DashboardContext
+    from dashboard.paths import PathError
+    from flrdf.engine.analyze import read_results
+
+    results = read_results(feature_dir)
+    raw = embedding_frame(feature_dir, results, "raw")
+    assert len(raw) == 12 and list(raw.columns)[:2] == ["x", "y"] and set(raw["outcome"]) <= {"right", "wrong"}
+    table = points_table(feature_dir, results)
+    assert sorted(r[0] for r in table) == list(range(12))
+    wrong = [r for r in table if "wrong" in r[5:7]]
+    assert table[:len(wrong)] == wrong                                  # images some branch gets wrong come first
+    xs = sorted(raw["x"])
+    narrowed = brushed_points(feature_dir, results, "raw", [xs[0], xs[5]])
+    assert list(narrowed.columns) == POINT_HEADERS and len(narrowed) == 6
+    assert [r[0] for r in calibration_table(results)] == ["raw", "object", "combined"]
+    shown = view(feature_dir)
+    assert len(shown) == len(EMPTY) and len(shown[15]) == 12 and shown[17] is not None   # points, reliability
+    ctx = DashboardContext.create(tiny_model_file, tmp_path / "runs", "cpu", tmp_path / "none",
+                                  allow_dirs=[demo_root])
+    dest, msg = send_point(ctx, feature_dir, results, narrowed, (2, 1))
+    sent_name = narrowed.values.tolist()[2][1]
+    assert sent_name in msg and any(e.file == Path(dest) for e in ctx.browsed.values())
+    closed = DashboardContext.create(tiny_model_file, tmp_path / "runs2", "cpu", tmp_path / "none")
+    with pytest.raises(PathError):                                  # the dataset root is not one it may read
+        send_point(closed, feature_dir, results, narrowed, (2, 1))

@@ -145,7 +145,7 @@ def reliability_chart(report: dict, path: Path) -> None:
         ax.bar(edges[:-1], acc, width, align="edge", color="#3b6fb6", edgecolor="white", label="accuracy (T = 1)")
         if r.get("reliability_scaled"):
             acc_t = [np.nan if a is None else a for a in r["reliability_scaled"]["accuracy"]]
-            ax.step(edges[:-1] + width / 2, acc_t, where="mid", color="#e07020",
+            ax.plot(edges[:-1] + width / 2, acc_t, "o", color="#e07020", markersize=4,
                     label=f"accuracy (T = {r['temperature']:.2f}, fitted on val)")
         ax.plot([0, 1], [0, 1], "--", color="grey", linewidth=1)
         ece_t = "" if r.get("ece_scaled") is None else f" -> {100 * r['ece_scaled']:.1f} % scaled"
