@@ -76,3 +76,23 @@ def test_export_tensorboard_of_a_run_made_without_it(tiny_run, tmp_path, capsys)
     assert export_main([str(run), "--force"]) == 0           # ... or replaced, not doubled
     assert len(list(run.glob("events.out.tfevents.*"))) == 1
     _same(_events(run), _expected(read_metrics(run)))
+
+
+def test_a_resumed_writer_purges_the_steps_the_resume_discards(tmp_path):
+    """The trainer resumes from step S with purge_step S + 1 (metrics.jsonl keeps lines <= S): TensorBoard then
+    shows the old run up to S and the resumed run after it, not both."""
+    import time
+
+    from flrdf.engine.tensorboard_log import TensorBoardLog
+
+    first = TensorBoardLog(tmp_path)
+    for step in range(1, 7):
+        first.write({"step": step, "epoch": 0, "loss_raw": 1.0, "loss_total": float(step), "time": time.time()})
+    first.close()
+    time.sleep(1.1)   # a second writer names its file by the second: a new file, as after a restart
+    resumed = TensorBoardLog(tmp_path, purge_step=4)        # resumed from a checkpoint at step 3
+    for step in range(4, 8):
+        resumed.write({"step": step, "epoch": 0, "loss_raw": 1.0, "loss_total": 100.0 + step, "time": time.time()})
+    resumed.close()
+    got = [(s, v) for s, v, _ in _events(tmp_path)["train/loss_total"]]
+    assert got == [(1, 1.0), (2, 2.0), (3, 3.0), (4, 104.0), (5, 105.0), (6, 106.0), (7, 107.0)]
