@@ -259,11 +259,10 @@ def build_analyze_tab(ctx: DashboardContext):
     sent = gr.Markdown(elem_id="an-sent")
     gr.Markdown("#### Calibration: are the branches' probabilities trustworthy?")
     calib_caption = gr.Markdown(elem_id="an-calib-caption")
-    with gr.Row():
-        reliability = gr.Image(label="reliability diagrams (bars: T = 1; dots: fitted temperature)", interactive=False,
-                               elem_id="an-reliability")
-        calib = gr.Dataframe(headers=CALIB_HEADERS, interactive=False, label="calibration per branch",
-                             elem_id="an-calib")
+    # the diagram on its own row: beside a table, Gradio 6 collapsed the image to no height
+    reliability = gr.Image(label="reliability diagrams (bars: T = 1; dots: fitted temperature)", interactive=False,
+                           height=380, elem_id="an-reliability")
+    calib = gr.Dataframe(headers=CALIB_HEADERS, interactive=False, label="calibration per branch", elem_id="an-calib")
     wsol = gr.Dataframe(headers=WSOL_HEADERS, interactive=False,
                         label="MaxBoxAccV2 (wsolevaluation, full-image frame) and faithfulness", elem_id="an-wsol")
     files = gr.File(label="result files", file_count="multiple", interactive=False, elem_id="an-files")

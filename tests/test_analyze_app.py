@@ -159,4 +159,21 @@ def test_browser_shows_confusion_plot_and_galleries(setup, finished, tmp_path_fa
         results = json.loads((Path(folder) / "results.json").read_text())
         gallery = "#an-pair-gallery" if results["pairs"] else "#an-rescued"
         see(page.locator(f"{gallery} img").first, 60, show=gallery)
+        # the two feature maps are drawn (Vega canvases/SVGs) and the reliability diagram is shown
+        for plot in ("#an-emb-raw", "#an-emb-object"):
+            see(page.locator(f"{plot} canvas, {plot} svg").first, 60, show=plot)
+        page.locator("#an-reliability").scroll_into_view_if_needed()   # its img loads lazily, once on screen
+        rel = page.locator("#an-reliability img").first
+        see(rel, 60, show="#an-calib-caption")
+        assert page.evaluate("e => e.complete && e.naturalWidth > 0 && e.getBoundingClientRect().height > 100",
+                             rel.element_handle())
         page.screenshot(path=str(tmp_path_factory.getbasetemp() / "analyze_tab.png"), full_page=True)
+        # a row of the point table opens its image in Inspect, as a click in the Data tab does
+        from dashboard.analyze_view import points_table
+
+        name = points_table(Path(folder), results)[0][1]
+        page.locator("#an-points").scroll_into_view_if_needed()
+        page.locator("#an-points").get_by_text(name, exact=True).filter(visible=True).first.click()
+        see(page.locator("#an-sent", has_text="Sent"), 60, show="#an-sent")
+        assert name in page.locator("#an-sent").inner_text()
+        see(page.locator("#inspect-image img").first, 60, show="#inspect-status")
