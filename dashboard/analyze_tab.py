@@ -30,6 +30,9 @@ import gradio as gr
 
 from dashboard import access, jobs
 from dashboard import runs as R
+from dashboard.analyze_view import (CALIB_HEADERS, POINT_HEADERS, calibration_caption, calibration_table,
+                                    embedding_caption, embedding_frame, point_file, points_table)
+from dashboard.browse_tab import send_file
 from dashboard.context import DashboardContext
 from dashboard.curves import loss_figure
 from dashboard.evaluate_tab import _read_rgb, folder_views, progress_html
@@ -41,7 +44,9 @@ from flrdf.engine.wsol_eval import protocol_text
 TICK_S = 1.0
 KIND = "analysis"
 DOWNLOADS = ("results.json", "predictions.csv", "per_class.csv", "confusion_combined.csv", "wsol.csv", "wsol.md",
-             "confusion.png", "confusion_zoom.png", "per_class.png")
+             "confusion.png", "confusion_zoom.png", "per_class.png", "embedding_raw.csv", "embedding_object.csv",
+             "embedding.png", "calibration.json", "reliability.png")
+EMBEDDINGS = ("umap", "tsne", "none")
 WSOL_HEADERS = ["map", "MaxBoxAccV2 %", "@IoU .3 %", "@IoU .5 %", "@IoU .7 %", "largest contour only %",
                 "ROAD MoRF (lower better)", "ROAD LeRF (higher better)", "map x image conf. change"]
 
@@ -118,6 +123,68 @@ def pair_choices(results: dict) -> list[tuple[str, int]]:
     return [(f"{p['true_name']} -> {p['pred_name']} ({p['count']})", i) for i, p in enumerate(results["pairs"])]
 
 
+# gr.update, not gr.Dropdown(...): a component built here would be placed on the page (a stray "Dropdown")
+EMPTY = ("", "", None, None, None, None, gr.update(choices=[], value=None), [], [], [], None, [],
+         "", None, None, None, "", None, None)
+
+
+def pair_images(folder: Path, results: dict, i) -> list:
+    pairs = results.get("pairs") or []
+    if i is None or not 0 <= int(i) < len(pairs):
+        return []
+    return _gallery(folder, pairs[int(i)]["images"],
+                    lambda it: f"{Path(str(it.get('file'))).name}" +
+                               ("" if it.get("iou") is None else f" - IoU {float(it['iou']):.2f}"))
+
+
+def view(folder: Path) -> tuple:
+    """Everything a finished analysis folder holds, for the tab's outputs (its progress while running)."""
+    if not folder.is_dir():
+        return EMPTY
+    state = R.eval_state(folder)
+    results = read_results(folder) if state.get("state") == "finished" else None
+    if results is None:
+        return (progress_html(state), *EMPTY[1:])
+    headers, rows = per_class_rows(results)
+    img = lambda name: _read_rgb(within(folder, name))
+    cap = lambda it: Path(str(it.get("file"))).name
+    ag = results.get("agreement") or {}
+    choices = pair_choices(results)
+    first = choices[0][1] if choices else None
+    rel = within(folder, "reliability.png") if results.get("calibration") else None
+    return (progress_html(state), summary_markdown(results, folder), _frame(rows, headers),
+            img("confusion.png"), img("confusion_zoom.png"), img("per_class.png"),
+            gr.Dropdown(choices=choices, value=first), pair_images(folder, results, first),
+            _gallery(folder, ag.get("rescued"), cap), _gallery(folder, ag.get("broken"), cap), wsol_rows(results),
+            _copies(folder, DOWNLOADS), embedding_caption(results), embedding_frame(folder, results, "raw"),
+            embedding_frame(folder, results, "object"), _frame(points_table(folder, results), POINT_HEADERS),
+            calibration_caption(results), _read_rgb(rel) if rel is not None and rel.is_file() else None,
+            _frame(calibration_table(results), CALIB_HEADERS))
+
+
+def brushed_points(folder: Path, results: dict, branch: str, x_range):
+    """The point table narrowed to the images whose ``branch`` x lies in a plot's brushed range."""
+    rng = x_range if isinstance(x_range, (list, tuple)) and len(x_range) == 2 else None
+    try:
+        rng = None if rng is None else [float(v) for v in rng]
+    except (TypeError, ValueError):
+        rng = None
+    return _frame(points_table(folder, results, rng, branch), POINT_HEADERS)
+
+
+def send_point(ctx: DashboardContext, folder: Path, results: dict, table, index) -> tuple[str, str]:
+    """The image of the clicked point-table row (``index`` = (row, column)), copied for Inspect; and a message."""
+    import pandas as pd
+
+    row = index[0] if isinstance(index, (list, tuple)) else index
+    data = table.values.tolist() if isinstance(table, pd.DataFrame) else (table or {}).get("data", table) or []
+    if not isinstance(row, int) or not 0 <= row < len(data):
+        raise PathError("pick a row of the point table")
+    src, point = point_file(ctx.roots, folder, results, int(data[row][0]))
+    dest = send_file(ctx, src, point["label"], point["class_name"])
+    return dest, f"Sent **{src.name}** ({point['class_name']}) to Inspect."
+
+
 def build_analyze_tab(ctx: DashboardContext):
     runs_dir = Path(ctx.runs_dir)
     roots = ctx.roots
@@ -154,6 +221,8 @@ def build_analyze_tab(ctx: DashboardContext):
             wsol_step = gr.Radio([("reference: step 0.001, 1,000 thresholds (wsolevaluation's)", "reference"),
                                   ("fast: step 0.01, 100 thresholds", "fast")], value="reference",
                                  label="MaxBoxAccV2 thresholds", elem_id="an-wsol-step")
+            embedding = gr.Radio([("UMAP", "umap"), ("t-SNE", "tsne"), ("none", "none")], value="umap",
+                                  label="feature map (2-D embedding of the pooled features)", elem_id="an-embedding")
             with gr.Row():
                 run_btn = gr.Button("Analyze", variant="primary", elem_id="an-run")
                 rescan = gr.Button("Rescan", size="sm")
@@ -176,6 +245,24 @@ def build_analyze_tab(ctx: DashboardContext):
     with gr.Row():
         rescued = gr.Gallery(label="raw wrong, object right (rescued)", columns=4, height=300, elem_id="an-rescued")
         broken = gr.Gallery(label="raw right, object wrong (broken)", columns=4, height=300, elem_id="an-broken")
+    gr.Markdown("#### Feature space: does zooming separate the classes?")
+    emb_caption = gr.Markdown(elem_id="an-emb-caption")
+    with gr.Row():
+        emb_raw = gr.ScatterPlot(x="x", y="y", color="class", tooltip=["image", "prediction", "outcome"], height=380,
+                                 label="raw branch: pooled X' features", elem_id="an-emb-raw")
+        emb_object = gr.ScatterPlot(x="x", y="y", color="class", tooltip=["image", "prediction", "outcome"],
+                                    height=380, label="object branch: pooled features of the crop",
+                                    elem_id="an-emb-object")
+    points = gr.Dataframe(headers=POINT_HEADERS, interactive=False, elem_id="an-points",
+                          label="images of the map, wrong first (brush an x-range in a plot to narrow; click a row to "
+                                "open the image in Inspect)")
+    sent = gr.Markdown(elem_id="an-sent")
+    gr.Markdown("#### Calibration: are the branches' probabilities trustworthy?")
+    calib_caption = gr.Markdown(elem_id="an-calib-caption")
+    # the diagram on its own row: beside a table, Gradio 6 collapsed the image to no height
+    reliability = gr.Image(label="reliability diagrams (bars: T = 1; dots: fitted temperature)", interactive=False,
+                           height=380, elem_id="an-reliability")
+    calib = gr.Dataframe(headers=CALIB_HEADERS, interactive=False, label="calibration per branch", elem_id="an-calib")
     wsol = gr.Dataframe(headers=WSOL_HEADERS, interactive=False,
                         label="MaxBoxAccV2 (wsolevaluation, full-image frame) and faithfulness", elem_id="an-wsol")
     files = gr.File(label="result files", file_count="multiple", interactive=False, elem_id="an-files")
@@ -199,10 +286,11 @@ def build_analyze_tab(ctx: DashboardContext):
     shown = gr.State({})
     timer = gr.Timer(TICK_S)
 
-    def analyze(source, split, root, methods, limit, faithfulness_limit, wsol_step="reference",
+    def analyze(source, split, root, methods, limit, faithfulness_limit, wsol_step="reference", embedding="umap",
                 request: gr.Request = None):
         """Start ``python -m flrdf analyze`` in the background; returns a message and the result folder.
-        ``wsol_step``: MaxBoxAccV2's threshold step, ``reference`` (0.001) or ``fast`` (0.01)."""
+        ``wsol_step``: MaxBoxAccV2's threshold step, ``reference`` (0.001) or ``fast`` (0.01); ``embedding``:
+        the feature map, ``umap``, ``tsne`` or ``none``."""
         access.require_editor(ctx, request)
         src, split_name, root_text, method_keys = str(source or "").strip(), split, root, methods
         limit_value, faith_value = limit, faithfulness_limit
@@ -228,6 +316,9 @@ def build_analyze_tab(ctx: DashboardContext):
         step = str(wsol_step or "reference")
         if step not in ("reference", "fast"):
             raise _error(f"MaxBoxAccV2 thresholds must be 'reference' or 'fast', got {step!r}.")
+        emb = str(embedding or "umap")
+        if emb not in EMBEDDINGS:
+            raise _error(f"the feature map must be one of {', '.join(EMBEDDINGS)}, got {emb!r}.")
         run = file.parent.parent if file.parent.name == "checkpoints" else None
         path = run if run is not None and file.name == "last.pt" and (run / "config.yaml").is_file() else file
         try:
@@ -237,58 +328,38 @@ def build_analyze_tab(ctx: DashboardContext):
         n = jobs.auto_threads(R.running_count(runs_dir))
         try:
             pid = jobs.launch_analyze(str(path), out, split_name, overrides, keys, n_limit or None, n, n_faith,
-                                      wsol_step=step)
+                                      wsol_step=step, embedding=emb)
         except jobs.JobError as exc:
             raise _error(str(exc)) from None
         return f"Analyzing in the background (pid {pid}, {n} thread{'s' if n > 1 else ''}) -> `{out}`", str(out)
 
     view_outputs = [progress, summary, per_class, confusion, zoom, per_class_img, pair, pair_gallery, rescued, broken,
-                    wsol, files]
-    # gr.update, not gr.Dropdown(...): a component built here would be placed on the page (a stray "Dropdown")
-    empty = ("", "", None, None, None, None, gr.update(choices=[], value=None), [], [], [], None, [])
+                    wsol, files, emb_caption, emb_raw, emb_object, points, calib_caption, reliability, calib]
 
     def _folder(text) -> Path | None:
         return roots.analysis_folder(text) if str(text or "").strip() else None
 
-    def pair_images(folder: Path, results: dict, i) -> list:
-        pairs = results.get("pairs") or []
-        if i is None or not 0 <= int(i) < len(pairs):
-            return []
-        return _gallery(folder, pairs[int(i)]["images"],
-                        lambda it: f"{Path(str(it.get('file'))).name}" +
-                                   ("" if it.get("iou") is None else f" - IoU {float(it['iou']):.2f}"))
-
-    def view(folder: Path):
-        if not folder.is_dir():
-            return empty
-        state = R.eval_state(folder)
-        results = read_results(folder) if state.get("state") == "finished" else None
-        if results is None:
-            return (progress_html(state), *empty[1:])
-        headers, rows = per_class_rows(results)
-        img = lambda name: _read_rgb(within(folder, name))
-        cap = lambda it: Path(str(it.get("file"))).name
-        ag = results.get("agreement") or {}
-        choices = pair_choices(results)
-        first = choices[0][1] if choices else None
-        return (progress_html(state), summary_markdown(results, folder), _frame(rows, headers),
-                img("confusion.png"), img("confusion_zoom.png"), img("per_class.png"),
-                gr.Dropdown(choices=choices, value=first), pair_images(folder, results, first),
-                _gallery(folder, ag.get("rescued"), cap), _gallery(folder, ag.get("broken"), cap), wsol_rows(results),
-                _copies(folder, DOWNLOADS))
-
     # everything a finished analysis folder under runs/ holds (its progress while running)
-    view_api, view_quiet = folder_views(_folder, view, empty, _error)
+    view_api, view_quiet = folder_views(_folder, view, EMPTY, _error)
 
-    def on_pair(folder, i):
+    def _finished(folder) -> tuple[Path | None, dict | None]:
         try:
             path = _folder(folder)
         except PathError:
-            return []
-        results = read_results(path) if path is not None else None
+            return None, None
+        return path, (read_results(path) if path is not None else None)
+
+    def on_pair(folder, i):
+        path, results = _finished(folder)
         return pair_images(path, results, i) if results else []
 
-    tick = R.folder_tick(_folders, _folder, view, len(view_outputs), empty, gr.skip,
+    def on_brush(branch: str):
+        def brushed(folder, evt: gr.SelectData):
+            path, results = _finished(folder)
+            return brushed_points(path, results, branch, evt.index) if results else []
+        return brushed
+
+    tick = R.folder_tick(_folders, _folder, view, len(view_outputs), EMPTY, gr.skip,
                          lambda folders: gr.Dropdown(choices=folders), PathError)
 
     def compare(runs):
@@ -324,11 +395,14 @@ def build_analyze_tab(ctx: DashboardContext):
         return diff_table, metrics_table, var_table, loss, variant_figure(stats), str(csv_file)
 
     started = gr.Textbox(visible=False)
-    run_btn.click(analyze, [source, split, root, methods, limit, faith, wsol_step], [message, started], api_name="analyze",
+    run_btn.click(analyze, [source, split, root, methods, limit, faith, wsol_step, embedding], [message, started],
+                  api_name="analyze",
                   concurrency_limit=2).then(
         lambda f: (gr.Dropdown(choices=_folders(), value=f), {}), started, [saved, shown], api_visibility="private")
     saved.input(view_quiet, saved, view_outputs, api_visibility="private")
     pair.input(on_pair, [saved, pair], pair_gallery, api_visibility="private")
+    emb_raw.select(on_brush("raw"), saved, points, api_visibility="private")
+    emb_object.select(on_brush("object"), saved, points, api_visibility="private")
     timer.tick(tick, [saved, shown], [*view_outputs, saved, shown], api_visibility="private", show_progress="hidden",
                trigger_mode="always_last", concurrency_limit=4)
     rescan.click(lambda: (gr.Dropdown(choices=ctx.checkpoint_choices()), gr.Dropdown(choices=_folders()),
@@ -337,4 +411,25 @@ def build_analyze_tab(ctx: DashboardContext):
     view_btn.click(view_api, saved, view_outputs, api_name="analysis_view")
     cmp_btn.click(compare, picked, [cmp_diff, cmp_metrics, cmp_variants, cmp_loss, cmp_var, cmp_csv],
                   api_name="compare_runs", concurrency_limit=2)
-    return {"saved": saved, "picked": picked}
+    def send(folder, table, evt: gr.SelectData):
+        """The clicked row's image, copied for the Inspect tab's image input (as the Data tab sends one)."""
+        path, results = _finished(folder)
+        if results is None:
+            raise _error("Pick a finished analysis first.")
+        try:
+            return send_point(ctx, path, results, table, evt.index)
+        except PathError as exc:
+            raise _error(str(exc)) from None
+
+    def link(built: dict, tabs) -> None:
+        """Wire a click in the point table to the Inspect tab (called once every tab exists)."""
+        inspect = built.get("Inspect") or {}
+        image = inspect.get("image")
+        if image is None:
+            return
+        opened = points.select(send, [saved, points], [image, sent], api_visibility="private").then(
+            lambda: gr.Tabs(selected="inspect"), None, tabs, api_visibility="private")
+        if callable(inspect.get("inspect_after")):
+            inspect["inspect_after"](opened)
+
+    return {"saved": saved, "picked": picked, "points": points, "link": link}

@@ -40,6 +40,30 @@ def _norm(name: str) -> str:
     return str(name).replace("_", " ").strip().lower()
 
 
+def send_file(ctx: DashboardContext, src: Path, label: int | None, class_name: str | None, box=None,
+              crop_bottom: int = 0) -> str:
+    """A copy of a dataset image in this process's private folder, remembered (label, GT box in the image's own
+    pixels) for the Inspect tab; returns the copy's path, for Inspect's image input. Data and Analyze send
+    their clicked images through it."""
+    send_dir = private_dir("browse")  # this process's own temporary folder: nothing planted there
+    if crop_bottom:
+        from flrdf.data.images import load_image
+
+        image = load_image(src, crop_bottom=int(crop_bottom))
+        tmp = send_dir / f".tmp-{hashlib.sha1(str(src).encode()).hexdigest()}.png"
+        image.save(tmp)
+    else:
+        tmp = send_dir / f".tmp-{hashlib.sha1(str(src).encode()).hexdigest()}{src.suffix.lower()}"
+        shutil.copyfile(src, tmp)
+    from dashboard.context import file_sha1
+
+    digest = file_sha1(tmp)
+    dest = send_dir / f"{digest}{tmp.suffix}"
+    tmp.replace(dest)
+    ctx.browsed[digest] = Example(dest, label, class_name, box, digest)
+    return str(dest)
+
+
 def build_browse_tab(ctx: DashboardContext):
     roots = ctx.roots
     default_root = ctx.data_dir / "demo"
@@ -165,24 +189,9 @@ def build_browse_tab(ctx: DashboardContext):
         if not records or not 0 <= i < len(records):
             raise _error("Pick an image on the current page.")
         rec = records[i]
-        send_dir = private_dir("browse")  # this process's own temporary folder: nothing planted there
         src = Path(rec["path"])
-        if rec.get("crop_bottom"):
-            from flrdf.data.images import load_image
-
-            image = load_image(src, crop_bottom=int(rec["crop_bottom"]))
-            tmp = send_dir / f".tmp-{hashlib.sha1(str(src).encode()).hexdigest()}.png"
-            image.save(tmp)
-        else:
-            tmp = send_dir / f".tmp-{hashlib.sha1(str(src).encode()).hexdigest()}{src.suffix.lower()}"
-            shutil.copyfile(src, tmp)
-        from dashboard.context import file_sha1
-
-        digest = file_sha1(tmp)
-        dest = send_dir / f"{digest}{tmp.suffix}"
-        tmp.replace(dest)
-        ctx.browsed[digest] = Example(dest, rec["label"], rec["class_name"], rec["box"], digest)
-        return str(dest), f"Sent **{src.name}** ({rec['class_name']}) to Inspect."
+        dest = send_file(ctx, src, rec["label"], rec["class_name"], rec["box"], int(rec.get("crop_bottom") or 0))
+        return dest, f"Sent **{src.name}** ({rec['class_name']}) to Inspect."
 
     def link(built: dict, tabs) -> None:
         """Wire the click to the Inspect tab (called once every tab exists)."""

@@ -422,7 +422,7 @@ def launch_loc_eval(source: str, out: Path, split: str, overrides: list[str], me
 
 def launch_analyze(source: str, out: Path, split: str, overrides: list[str], methods: list[str],
                    limit: int | None, threads: int, faithfulness_limit: int | None = None,
-                   batch_size: int = 16, wsol_step: str = "reference") -> int:
+                   batch_size: int = 16, wsol_step: str = "reference", embedding: str = "umap") -> int:
     """``python -m flrdf analyze`` as a background job writing ``out`` (progress.json polled by the Analyze tab)."""
     args = ["analyze", "--run" if Path(source).is_dir() else "--checkpoint", str(source), "--split", split,
             "--methods", ",".join(methods), "--out", str(out), "--batch-size", str(batch_size)]
@@ -435,4 +435,7 @@ def launch_analyze(source: str, out: Path, split: str, overrides: list[str], met
     if wsol_step not in ("reference", "fast"):
         raise JobError(f"MaxBoxAccV2 step must be 'reference' or 'fast', got {wsol_step!r}")
     args += ["--wsol-step", wsol_step]
+    if embedding not in ("umap", "tsne", "none"):
+        raise JobError(f"the feature map must be umap, tsne or none, got {embedding!r}")
+    args += ["--embedding", embedding]
     return spawn(python_argv(*args), out, threads, "analyze").pid

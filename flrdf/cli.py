@@ -18,6 +18,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
                                              "faithfulness; writes a result folder"),
     "predict": ("flrdf.engine.commands:predict_main", "top-k classes and box for images"),
     "export": ("flrdf.engine.commands:export_main", "model file (.safetensors) or backbone weights from a checkpoint"),
+    "export-tensorboard": ("flrdf.engine.tensorboard_log:export_main",
+                           "TensorBoard event files of a run's metrics.jsonl, written into the run directory"),
     "bench": ("flrdf.bench:main", "training/inference throughput of FLRDF vs the plain baseline"),
     "data-info": ("flrdf.data.commands:data_info_main", "summarise a dataset root as JSON"),
     "make-demo-data": ("flrdf.data.synthetic:main", "write the synthetic fine-grained set"),

@@ -117,6 +117,8 @@ class RuntimeConfig:
     eval_every: int = 1              # epochs between test evaluations (0: only at the end)
     checkpoint_every: int = 1        # epochs
     eval_jigsaw: bool = False        # evaluations in training also score the jigsaw branch (about +50 % time)
+    tensorboard: bool = False        # also write each metrics line as TensorBoard events into the run directory
+                                     # (flrdf/engine/tensorboard_log.py; older runs: python -m flrdf export-tensorboard)
 
 
 @dataclass

@@ -75,6 +75,8 @@ class FLRDFOutput:
     logits_jigsaw: torch.Tensor | None = None
     object_images: torch.Tensor | None = None     # (B, 3, H, W) the enlarged foreground
     jigsaw_images: torch.Tensor | None = None     # (B, 3, H, W) its shuffled patches
+    pooled_raw: torch.Tensor | None = None        # (B, C) GAP of X', the raw head's input (analysis: feature maps)
+    pooled_object: torch.Tensor | None = None     # (B, C) GAP of the object crop's layer4, the object head's input
 
     def branch_logits(self) -> dict[str, torch.Tensor]:
         out = {"raw": self.logits_raw, "object": self.logits_object, "jigsaw": self.logits_jigsaw}
@@ -275,7 +277,8 @@ class FLRDF(nn.Module):
         if self.ddt is not None and self.training:
             self.ddt.update(f.loc)
         xs = f.xs
-        logits = {"raw": self.heads["raw"](self.pool(xs))}
+        pooled = {"raw": self.pool(xs)}
+        logits = {"raw": self.heads["raw"](pooled["raw"])}
         plain_map = self.channel_map(f.plain)
         active = ("raw",) if raw_only else self.branches
         use_object = "object" in active
@@ -294,7 +297,8 @@ class FLRDF(nn.Module):
                 object_images = crop_resize(images.detach(), boxes)
             else:
                 object_images = crop_from_source(source.detach(), boxes, (h, w))
-            logits["object"] = self.heads["object"](self.pool(self._aux(self.backbone(object_images))))
+            pooled["object"] = self.pool(self._aux(self.backbone(object_images)))
+            logits["object"] = self.heads["object"](pooled["object"])
         if use_jigsaw:
             n = self.cfg.jigsaw_n if jigsaw_n is None else jigsaw_n
             check_grid((h, w), n)
@@ -319,6 +323,8 @@ class FLRDF(nn.Module):
             logits_jigsaw=logits.get("jigsaw"),
             object_images=object_images,
             jigsaw_images=jigsaw_images,
+            pooled_raw=pooled["raw"],
+            pooled_object=pooled.get("object"),
         )
 
 

@@ -69,7 +69,7 @@ def analysis_dir(tiny_run, demo_root, tmp_path_factory):
 
     out = tmp_path_factory.mktemp("analysis") / "out"
     rc = main(["--run", str(tiny_run), "--set", f"data.root={demo_root}", "--device", "cpu", "--batch-size", "5",
-               "--methods", "gradcam", "--faithfulness-limit", "3", "--out", str(out)])
+               "--methods", "gradcam", "--faithfulness-limit", "3", "--embedding", "tsne", "--out", str(out)])
     assert rc == 0
     return out
 

@@ -15,7 +15,8 @@ from test_browser import CHROMIUM, open_page
 from waits import see, wait_until
 
 VIEW = ("progress", "summary", "per_class", "confusion", "zoom", "per_class_img", "pair", "pair_gallery", "rescued",
-        "broken", "wsol", "files")
+        "broken", "wsol", "files", "emb_caption", "emb_raw", "emb_object", "points", "calib_caption", "reliability",
+        "calibration")
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +47,8 @@ def finished(client, setup):
     """One analysis launched through /analyze and polled through /analysis_view until finished."""
     _, runs_dir, root, a, _ = setup
     msg, folder = client.predict(source=str(a), split="test", root=str(root), methods=["gradcam"],
-                                 limit=0, faithfulness_limit=2, wsol_step="fast", api_name="/analyze")
+                                 limit=0, faithfulness_limit=2, wsol_step="fast", embedding="tsne",
+                                 api_name="/analyze")
     assert "Analyzing in the background" in msg and Path(folder).parent == a / "analysis"
     out = {}
 
@@ -87,6 +89,13 @@ def test_analyze_job_and_its_view(finished):
     # the fast threshold step was asked for: the job ran it, the results and the summary say so
     assert results["wsol"]["thresholds"] == {"start": 0.0, "count": 100, "step": 0.01, "name": "fast"}
     assert "100 thresholds (step 0.01, fast)" in out["summary"]
+    # the feature maps (t-SNE, as asked) and the calibration table
+    assert results["embedding"]["method"] == "tsne" and "silhouette" in out["emb_caption"]
+    assert out["emb_raw"] is not None and out["emb_object"] is not None
+    assert sorted(r[0] for r in out["points"]["data"]) == list(range(12))
+    assert [r[0] for r in out["calibration"]["data"]] == ["raw", "object", "combined"]
+    assert Path(out["reliability"]).is_file()
+    assert {"embedding_raw.csv", "embedding_object.csv", "calibration.json"} <= {Path(f).name for f in out["files"]}
 
 
 def test_saved_analysis_is_shown_again_without_recomputation(client, finished):
@@ -150,4 +159,21 @@ def test_browser_shows_confusion_plot_and_galleries(setup, finished, tmp_path_fa
         results = json.loads((Path(folder) / "results.json").read_text())
         gallery = "#an-pair-gallery" if results["pairs"] else "#an-rescued"
         see(page.locator(f"{gallery} img").first, 60, show=gallery)
+        # the two feature maps are drawn (Vega canvases/SVGs) and the reliability diagram is shown
+        for plot in ("#an-emb-raw", "#an-emb-object"):
+            see(page.locator(f"{plot} canvas, {plot} svg").first, 60, show=plot)
+        page.locator("#an-reliability").scroll_into_view_if_needed()   # its img loads lazily, once on screen
+        rel = page.locator("#an-reliability img").first
+        see(rel, 60, show="#an-calib-caption")
+        assert page.evaluate("e => e.complete && e.naturalWidth > 0 && e.getBoundingClientRect().height > 100",
+                             rel.element_handle())
         page.screenshot(path=str(tmp_path_factory.getbasetemp() / "analyze_tab.png"), full_page=True)
+        # a row of the point table opens its image in Inspect, as a click in the Data tab does
+        from dashboard.analyze_view import points_table
+
+        name = points_table(Path(folder), results)[0][1]
+        page.locator("#an-points").scroll_into_view_if_needed()
+        page.locator("#an-points").get_by_text(name, exact=True).filter(visible=True).first.click()
+        see(page.locator("#an-sent", has_text="Sent"), 60, show="#an-sent")
+        assert name in page.locator("#an-sent").inner_text()
+        see(page.locator("#inspect-image img").first, 60, show="#inspect-status")

@@ -11,10 +11,15 @@
     OUT/agreement/*.png        raw wrong / object right ("rescued") and raw right / object wrong ("broken")
     OUT/wsol.csv, wsol.md      MaxBoxAccV2 (every contour) and the largest-contour figure, full-image
                                frame, + grad-cam faithfulness, per map source (flrdf.engine.wsol_eval)
+    OUT/embedding_<b>.csv      2-D map of branch b's pooled features (raw, object), one row per image;
+    OUT/embedding.png          --embedding umap|tsne|none (flrdf.engine.feature_report, flrdf.embedding)
+    OUT/calibration.json       ECE (15 bins) and reliability per branch, at T = 1 and at the temperature fitted
+    OUT/reliability.png        on the validation split (flrdf.calibration)
     OUT/results.json           everything above as one object (format "flrdf-analyze")
 
-Everything is computed from ``predictions.csv`` after the pass (``analyze_predictions``),
-so the folder can be rebuilt from it. Galleries draw FLRDF's box in red and the
+Everything but the embedding and calibration is computed from ``predictions.csv`` after
+the pass (``analyze_predictions``), so those parts can be rebuilt from it; the embedding and
+calibration read the same pass's pooled features and logits. Galleries draw FLRDF's box in red and the
 ground truth in green on the image as the network saw it.
 """
 
@@ -319,6 +324,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="images scored by the grad-cam faithfulness metrics (0: none)")
     p.add_argument("--pairs", type=int, default=PAIRS, help="top confused pairs to show")
     p.add_argument("--block", type=int, default=BLOCK, help="classes in the zoomed confusion block")
+    p.add_argument("--embedding", choices=("umap", "tsne", "none"), default="umap",
+                   help="2-D map of the raw and object branches' pooled features (umap: umap-learn, t-SNE when it "
+                        "is missing; none: skip)")
     p.add_argument("--out", help="result folder (default: RUN_DIR/analysis/<split>-<time>)")
     p.add_argument("--runs-dir", default="runs")
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -381,13 +389,41 @@ def _run(args, source: Path, out: Path, progress) -> dict:
     has_box = any(r.box is not None for r in subset.records)
     do_wsol = has_box and not args.no_wsol
     n_box = sum(r.box is not None for r in subset.records)
-    progress.total = len(ds) + (n_box if do_wsol else 0)
+    val_ds = _validation_set(cfg, split)  # the temperature of the calibration is fitted on these images only
+    progress.total = len(ds) + (n_box if do_wsol else 0) + (len(val_ds) if val_ds is not None else 0)
     progress.data.update(total=progress.total, phase="predicting")
     progress._write()
     prec = precision_for(device, cfg.runtime.amp, False)
     t0 = time.perf_counter()
-    rows, branches = predict_split(loaded.model, loader, prec, subset.records, loaded.class_names, progress)
+    extras: dict = {}
+    rows, branches = predict_split(loaded.model, loader, prec, subset.records, loaded.class_names, progress,
+                                   extras=extras)
     write_predictions(out / "predictions.csv", rows, branches)
+    val, note = None, None
+    if val_ds is not None:
+        progress.data["phase"] = "validation logits (temperature)"
+        val_extras: dict = {}
+        val_rows, _ = predict_split(loaded.model, DataLoader(val_ds, batch_size=max(1, args.batch_size), shuffle=False,
+                                                             num_workers=max(0, args.workers)),
+                                    prec, val_ds.data.records, loaded.class_names, progress, extras=val_extras)
+        val = {"logits": val_extras["logits"], "labels": np.array([r["label"] for r in val_rows], dtype=np.int64)}
+    elif split == "val":
+        val = {"logits": extras["logits"], "labels": np.array([r["label"] for r in rows], dtype=np.int64)}
+        note = "the analysed split is the validation split: the temperature is fitted on the same images"
+    else:
+        note = "no validation split (data.val_fraction = 0): no temperature fitted"
+    progress.data["phase"] = "calibration"
+    progress._write()
+    from flrdf.engine.feature_report import calibration_summary, write_calibration, write_embeddings
+
+    calibration = calibration_summary(write_calibration(out, rows, extras["logits"], val, note))
+    embedding = None
+    if args.embedding != "none":
+        def log(message: str) -> None:
+            progress.data["phase"] = message
+            progress._write()
+
+        embedding = write_embeddings(out, rows, extras["features"], args.embedding, seed=cfg.runtime.seed, log=log)
     wsol = None
     if do_wsol:
         progress.data["phase"] = "MaxBoxAccV2 and faithfulness"
@@ -402,8 +438,20 @@ def _run(args, source: Path, out: Path, progress) -> dict:
             "root": cfg.data.root, "split": split, "limit": args.limit, "image_size": cfg.data.image_size,
             "device": str(device), "checkpoint_step": loaded.step, "checkpoint_epoch": loaded.epoch,
             "command": args.command, "elapsed_s": round(time.perf_counter() - t0, 2),
-            "warnings": [warning] if warning else []}
+            "warnings": [warning] if warning else [], "calibration": calibration, "embedding": embedding}
     return write_report(out, rows, branches, loaded.class_names, ds, info, wsol, pairs=args.pairs, block=args.block)
+
+
+def _validation_set(cfg, split: str):
+    """The validation split's dataset (test transform) for the temperature fit; None when the config holds
+    no validation split (data.val_fraction = 0) or the analysed split is that split."""
+    from flrdf.data import FGVCDataset
+    from flrdf.engine.loaders import VAL_SPLIT, records_for, transform_for
+
+    if split == VAL_SPLIT or cfg.data.val_fraction <= 0:
+        return None
+    data = records_for(cfg.data, VAL_SPLIT, cfg.runtime.seed)
+    return FGVCDataset(data, transform_for(cfg.data, False), cfg.data.on_corrupt) if data.records else None
 
 
 __all__ = ["main", "analyze_predictions", "write_report", "read_results", "default_out", "wsol_markdown"]

@@ -31,8 +31,13 @@ def columns(branches, k: int = TOPK) -> list[str]:
 
 
 @torch.no_grad()
-def predict_split(model, loader, precision, records, class_names, progress=None, k: int = TOPK) -> tuple[list, list]:
-    """(rows, branches): one dict per image (see :func:`columns`), and the branches the model has."""
+def predict_split(model, loader, precision, records, class_names, progress=None, k: int = TOPK,
+                  extras: dict | None = None) -> tuple[list, list]:
+    """(rows, branches): one dict per image (see :func:`columns`), and the branches the model has.
+
+    ``extras`` (a dict, filled in place) also keeps, from the same forward pass and in row order,
+    ``extras["logits"][branch]`` (N, K) float32 and ``extras["features"]["raw" | "object"]`` (N, C)
+    float32: the pooled features each head reads (GAP of X', GAP of the object crop's layer4)."""
     model.eval()
     n = model.cfg.jigsaw_n
     gen = torch.Generator().manual_seed(0)
@@ -54,6 +59,13 @@ def predict_split(model, loader, precision, records, class_names, progress=None,
             tops[b] = probs.topk(kk, dim=1)
         if not branches:
             branches = list(tops)
+        if extras is not None:
+            for b, attr in BRANCH_LOGITS.items():
+                if getattr(out, attr) is not None:
+                    extras.setdefault("logits", {}).setdefault(b, []).append(getattr(out, attr).float().cpu().numpy())
+            for b, t in (("raw", out.pooled_raw), ("object", out.pooled_object)):
+                if t is not None:
+                    extras.setdefault("features", {}).setdefault(b, []).append(t.float().cpu().numpy())
         boxes = out.boxes.float().cpu() if out.boxes is not None else None
         gt = batch["box"].float()
         ious = box_iou(boxes, gt) if boxes is not None else None
@@ -76,6 +88,11 @@ def predict_split(model, loader, precision, records, class_names, progress=None,
             rows.append(row)
         if progress is not None:
             progress(images.shape[0])
+    if extras is not None:
+        import numpy as np
+
+        for key in ("logits", "features"):
+            extras[key] = {b: np.concatenate(parts) for b, parts in extras.get(key, {}).items()}
     return rows, branches
 
 

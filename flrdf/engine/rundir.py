@@ -68,6 +68,8 @@ def read_json(path: Path) -> dict | None:
 class RunDir:
     def __init__(self, path: str | Path):
         self.path = Path(path)
+        self.mirrors: list = []   # objects with write(record) / close(): each metrics line also goes to them
+                                  # (flrdf.engine.tensorboard_log, runtime.tensorboard=true)
 
     config = property(lambda self: self.path / "config.yaml")
     metrics = property(lambda self: self.path / "metrics.jsonl")
@@ -88,6 +90,13 @@ class RunDir:
             os.write(fd, line)
         finally:
             os.close(fd)
+        for mirror in self.mirrors:
+            mirror.write(record)
+
+    def close_mirrors(self) -> None:
+        for mirror in self.mirrors:
+            mirror.close()
+        self.mirrors.clear()
 
     def truncate_metrics_after(self, step: int) -> None:
         """On resume: drop lines logged after the checkpoint being resumed from."""

@@ -153,6 +153,7 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False) -> dict:
         status = {"state": "failed", "error": message}
     finally:
         stop.restore()
+        run.close_mirrors()
         if is_main and status:
             status = run.update_status(**status)
         if lock is not None:
@@ -226,6 +227,10 @@ def _train(cfg: Config, run: RunDir, resume: bool, rank: int, world: int, device
         if is_main:
             run.truncate_metrics_after(step)
         log.info("resumed from %s at epoch %d, step %d", run.last, epoch, step)
+    if is_main and cfg.runtime.tensorboard:  # metrics lines mirrored as event files; a resume purges later steps
+        from flrdf.engine.tensorboard_log import TensorBoardLog
+
+        run.mirrors.append(TensorBoardLog(run.path, purge_step=step + 1 if resume else None))
 
     train_model = model
     if ddp:
