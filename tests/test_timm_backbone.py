@@ -139,7 +139,7 @@ def test_a_checkpoint_round_trips_bit_exactly(family):
         assert torch.equal(model(x).logits, loaded(x).logits)
 
 
-def test_inspect_and_loc_eval_answer(family, tmp_path, examples_dir):
+def test_inspect_loc_eval_and_analyze_answer(family, tmp_path, examples_dir):
     import json
 
     from flrdf.data.synthetic import make_demo_data
@@ -160,6 +160,13 @@ def test_inspect_and_loc_eval_answer(family, tmp_path, examples_dir):
                           "--limit", "3", "--worst", "0", "--no-wsol", "--device", "cpu", "--out", str(out)]) == 0
     rows = {row["method"]: row for row in read_results(out)["rows"]}
     assert "gradcam" in rows and read_results(out)["n"] == 3
+    from flrdf.engine.analyze import main as analyze_main
+
+    analysis = tmp_path / "analysis"
+    assert analyze_main(["--checkpoint", str(family["path"]), "--set", f"data.root={root}", "--device", "cpu",
+                         "--methods", "gradcam", "--faithfulness-limit", "2", "--embedding", "tsne",
+                         "--out", str(analysis)]) == 0
+    assert (analysis / "embedding_raw.csv").read_text().count("\n") == 1 + K  # header + one row per test image
 
 
 # ---------------------------------------------------------------- refusals
