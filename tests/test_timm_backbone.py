@@ -316,3 +316,19 @@ def test_the_inspect_page_names_what_layer4_is_on_a_timm_backbone(family):
     text = model_summary(family["loaded"])
     s = family["loaded"].model.backbone.stage_stride("layer4")
     assert f"{family['backbone']} (layer4 = its last feature stage, stride {s}" in text
+
+
+def test_the_train_form_warns_when_timm_weights_are_not_in_the_cache(tmp_path):
+    from huggingface_hub import try_to_load_from_cache
+
+    from dashboard import train_form as form
+    from dashboard.train_tab import preflight_notes
+
+    cached = isinstance(try_to_load_from_cache("timm/convnext_tiny.in12k_ft_in1k", "model.safetensors"), str)
+    res = form.resolve("cub-convnext", form.defaults("cub-convnext") | {"data.root": str(tmp_path)})
+    notes = [n for n in preflight_notes(res) if "Hugging Face cache" in n]
+    if cached:  # a developer's machine that has them: nothing to warn about
+        assert not notes
+    else:
+        assert len(notes) == 1 and "timm's weights of convnext_tiny" in notes[0]
+        assert "model.weights=PATH" in notes[0] and "model.pretrained=false" in notes[0]
