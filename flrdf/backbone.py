@@ -24,6 +24,7 @@ from torch import nn
 from torchvision import models
 
 from flrdf.boxes import feature_size, rf_centre
+from flrdf.frozen import FrozenStages
 from flrdf.timm_backbone import SUGGESTED as TIMM_SUGGESTED, TimmBackbone, is_timm
 from flrdf.timm_backbone import pretrained_note as timm_pretrained_note
 
@@ -120,7 +121,7 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
     return {k.removeprefix("module."): v for k, v in obj.items()}
 
 
-class ResNetBackbone(nn.Module):
+class ResNetBackbone(FrozenStages, nn.Module):
     """ResNet stem + layer1..4; ``forward`` returns the layer4 map (B, C, H/32, W/32).
 
     ``after_layer3`` (optional callable) is applied between layer3 and layer4 -
@@ -149,16 +150,7 @@ class ResNetBackbone(nn.Module):
         self.stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
         self.layer1, self.layer2, self.layer3, self.layer4 = net.layer1, net.layer2, net.layer3, net.layer4
         # frozen_stages n > 0: stem and layer1..n keep their starting weights and BN statistics
-        self.frozen = [self.stem, self.layer1, self.layer2, self.layer3][:frozen_stages + 1] if frozen_stages else []
-        for module in self.frozen:
-            module.requires_grad_(False)
-
-    def train(self, mode: bool = True):
-        """As nn.Module.train, but frozen stages stay in eval mode (their BN statistics do not move)."""
-        super().train(mode)
-        for module in self.frozen:
-            module.eval()
-        return self
+        self.freeze([self.stem, self.layer1, self.layer2, self.layer3][:frozen_stages + 1] if frozen_stages else [])
 
     @staticmethod
     def _build(builder, imagenet, pretrained: bool, weights: str | None):

@@ -33,6 +33,8 @@ from typing import Callable
 import torch
 from torch import nn
 
+from flrdf.frozen import FrozenStages
+
 log = logging.getLogger(__name__)
 
 PREFIX = "timm:"
@@ -236,7 +238,7 @@ class _TimmLoadReport(logging.Handler):
         return False
 
 
-class TimmBackbone(nn.Module):
+class TimmBackbone(FrozenStages, nn.Module):
     """A timm model's feature stages; ``forward`` returns the last stage's map (B, C, H/s, W/s)."""
 
     def __init__(self, name: str, pretrained: bool = False, weights: str | None = None, layer4_stride: int = 2,
@@ -320,23 +322,16 @@ class TimmBackbone(nn.Module):
         shift = (torch.tensor(IMAGENET_MEAN) - torch.tensor(mean)) / torch.tensor(std)
         self.register_buffer("_in_scale", scale.view(1, 3, 1, 1), persistent=False)
         self.register_buffer("_in_shift", shift.view(1, 3, 1, 1), persistent=False)
-        self.frozen: list[nn.Module] = []
+        self.freeze([])
         if frozen_stages:
             until = names[info.reduction().index(2 ** (frozen_stages + 1))]
             until = until.replace(".", "_") if until.replace(".", "_") in dict(net.named_children()) else until
+            children = []
             for child_name, child in net.named_children():
-                self.frozen.append(child)
+                children.append(child)
                 if child_name == until:
                     break
-            for module in self.frozen:
-                module.requires_grad_(False)
-
-    def train(self, mode: bool = True):
-        """As nn.Module.train, but frozen stages stay in eval mode (their normalisation statistics do not move)."""
-        super().train(mode)
-        for module in self.frozen:
-            module.eval()
-        return self
+            self.freeze(children)
 
     def stage_stride(self, stage: str) -> int:
         """Input pixels per cell of ``stage``'s output (layer2/3/4: the last three feature stages)."""
