@@ -122,11 +122,11 @@ def bench_models(backbone="resnet18", size=224, batch=16, iters=3, rounds=3, war
 
 def _refused(backbones: list[str], size: int) -> str | None:
     """Why a backbone cannot run at ``size`` (an unknown name, a size its patch grid does not tile), or None."""
-    from flrdf.config import ConfigError, _validate_backbone, DataConfig
+    from flrdf.config import ConfigError, DataConfig, validate_backbone
 
     for name in backbones:
         try:
-            _validate_backbone(ModelConfig(backbone=name, pretrained=False), DataConfig(image_size=size, resize=size))
+            validate_backbone(ModelConfig(backbone=name, pretrained=False), DataConfig(image_size=size, resize=size))
         except ConfigError as exc:
             return str(exc)
     return None

@@ -268,7 +268,7 @@ def load_config(name_or_path: str | Path | None = None, overrides: list[str] | N
 
 def validate(cfg: Config) -> None:
     m, d, o = cfg.model, cfg.data, cfg.optim
-    _validate_backbone(m, d)
+    validate_backbone(m, d)
     if m.branches not in ("raw", "raw+fl", "raw+rdf", "full"):
         raise ConfigError(f"model.branches must be raw | raw+fl | raw+rdf | full, got {m.branches!r}")
     if m.suppression not in ("learnable", "fixed", "none"):
@@ -328,7 +328,7 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"runtime.amp_dtype must be auto | bf16 | fp16, got {cfg.runtime.amp_dtype!r}")
 
 
-def _validate_backbone(m: ModelConfig, d: DataConfig) -> None:
+def validate_backbone(m: ModelConfig, d: DataConfig) -> None:
     """The backbone's name, and for ``timm:NAME`` what the model can take (input size, options), checked on the
     meta device before anything is built or downloaded."""
     from flrdf.backbone import BACKBONES

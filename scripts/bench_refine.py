@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchlib, also when loaded by file path
 from benchlib import report_json  # noqa: E402
 
-from flrdf.boxes import box_grid, box_iou  # noqa: E402
+from flrdf.boxes import box_iou  # noqa: E402
 from flrdf.engine.checkpoint import load_model  # noqa: E402
 from flrdf.engine.loaders import eval_loader  # noqa: E402
 from flrdf.refine import RefineSettings, refine_boxes  # noqa: E402
@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     gt = torch.cat([b["box"] for b in batches])
     map_iou = box_iou(torch.cat([o.boxes for o in outs]), gt)
     hw = tuple(batches[0]["image"].shape[-2:])
-    grid = box_grid(model.loc_stride, hw)
+    grid = model.stage_grid(model.cfg.loc_layer, hw)  # the grid model.refine uses
 
     def forward_ms() -> float:
         t = time.perf_counter()

@@ -59,13 +59,13 @@ def stand_in(backbone: str, threads: int, extra: list[str]) -> Path:
     return out
 
 
-def run_names(backbone: str, seeds, epochs: int, size: int) -> dict[str, str]:
+def run_names(backbone: str, epochs: int, size: int) -> dict[str, str]:
     """variant -> run-name base (seed 0 unsuffixed, then -seedK, as run_experiments names them)."""
     return {v: f"exp-v2-{budget_tag(epochs, size)}-backbone-{v}-{tag_of(backbone)}" for v in VARIANTS}
 
 
 def summarise(backbone: str, epochs: int, size: int) -> str:
-    names = run_names(backbone, (), epochs, size)
+    names = run_names(backbone, epochs, size)
     rows = _rows({f"raw only ({backbone})": names["raw"], f"full FLRDF ({backbone})": names["full"]}, names["raw"])
     resnet = {}
     stored = RESULTS / "experiments.json"
@@ -105,7 +105,7 @@ def main() -> int:
     threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
     if not args.summarise_only:
         weights = stand_in(args.backbone, threads, args.extra)
-        names = run_names(args.backbone, seeds, args.epochs, args.image_size)
+        names = run_names(args.backbone, args.epochs, args.image_size)
         runs = {}
         for seed in seeds:
             for v in VARIANTS:  # the longest first, so parallel workers finish together
