@@ -391,8 +391,7 @@ def _run(args, source: Path, out: Path, progress) -> dict:
     n_box = sum(r.box is not None for r in subset.records)
     val_ds = _validation_set(cfg, split)  # the temperature of the calibration is fitted on these images only
     progress.total = len(ds) + (n_box if do_wsol else 0) + (len(val_ds) if val_ds is not None else 0)
-    progress.data.update(total=progress.total, phase="predicting")
-    progress._write()
+    progress.phase("predicting", total=progress.total)
     prec = precision_for(device, cfg.runtime.amp, False)
     t0 = time.perf_counter()
     extras: dict = {}
@@ -401,7 +400,7 @@ def _run(args, source: Path, out: Path, progress) -> dict:
     write_predictions(out / "predictions.csv", rows, branches)
     val, note = None, None
     if val_ds is not None:
-        progress.data["phase"] = "validation logits (temperature)"
+        progress.phase("validation logits (temperature)")
         val_extras: dict = {}
         val_rows, _ = predict_split(loaded.model, DataLoader(val_ds, batch_size=max(1, args.batch_size), shuffle=False,
                                                              num_workers=max(0, args.workers)),
@@ -412,28 +411,23 @@ def _run(args, source: Path, out: Path, progress) -> dict:
         note = "the analysed split is the validation split: the temperature is fitted on the same images"
     else:
         note = "no validation split (data.val_fraction = 0): no temperature fitted"
-    progress.data["phase"] = "calibration"
-    progress._write()
+    progress.phase("calibration")
     from flrdf.engine.feature_report import calibration_summary, write_calibration, write_embeddings
 
     calibration = calibration_summary(write_calibration(out, rows, extras["logits"], val, note))
     embedding = None
     if args.embedding != "none":
-        def log(message: str) -> None:
-            progress.data["phase"] = message
-            progress._write()
-
-        embedding = write_embeddings(out, rows, extras["features"], args.embedding, seed=cfg.runtime.seed, log=log)
+        embedding = write_embeddings(out, rows, extras["features"], args.embedding, seed=cfg.runtime.seed,
+                                     log=progress.phase)
     wsol = None
     if do_wsol:
-        progress.data["phase"] = "MaxBoxAccV2 and faithfulness"
+        progress.phase("MaxBoxAccV2 and faithfulness")
         boxed = DatasetRecords([r for r in subset.records if r.box is not None], data.class_names, data.crop_bottom)
         with torch.inference_mode(False):
             wsol = evaluate_wsol(loaded.model, wsol_loader(boxed, cfg.data.image_size, args.batch_size, args.workers),
                                  methods=methods, step=args.wsol_step, faith_limit=max(0, args.faithfulness_limit),
                                  progress=progress)
-    progress.data["phase"] = "writing"
-    progress._write()
+    progress.phase("writing")
     info = {"source": str(source), "checkpoint": str(loaded.path), "config": cfg.name, "dataset": cfg.data.dataset,
             "root": cfg.data.root, "split": split, "limit": args.limit, "image_size": cfg.data.image_size,
             "device": str(device), "checkpoint_step": loaded.step, "checkpoint_epoch": loaded.epoch,

@@ -65,6 +65,11 @@ class Progress:
         if time.monotonic() - self._last >= self.every_s or self.done >= self.total:
             self._write()
 
+    def phase(self, name: str, **info) -> None:
+        """Name the stage the job is in now (and update any other fields), written at once."""
+        self.data.update(phase=name, **info)
+        self._write()
+
     def finish(self, state: str, error: str | None = None, **info) -> None:
         self.data.update(state=state, error=error, **info)
         self._write()
@@ -329,8 +334,7 @@ def _run(args, source: Path, out: Path, progress: Progress) -> dict:
     ds = FGVCDataset(subset, frame_transform(cfg.data, args.frame), cfg.data.on_corrupt)
     loader = DataLoader(ds, batch_size=max(1, args.batch_size), shuffle=False, num_workers=max(0, args.workers))
     progress.total = len(ds)
-    progress.data.update(total=len(ds), phase="evaluating")
-    progress._write()
+    progress.phase("evaluating", total=len(ds))
     prec = precision_for(device, cfg.runtime.amp, False)
     t0 = time.perf_counter()
     with torch.inference_mode(False):
