@@ -238,13 +238,42 @@ class _TimmLoadReport(logging.Handler):
         return False
 
 
+def _from_file(build: Callable[..., nn.Module], tname: str, weights: str) -> nn.Module:
+    """The feature model with ``weights``: this wrapper's own export (``flrdf export --backbone-out``), or a timm
+    checkpoint of the whole model, which timm's loader adapts (the head dropped, embeddings resampled)."""
+    from flrdf.backbone import load_state_dict_file
+
+    refused = f"weights file {weights} does not match {PREFIX}{tname}"
+    net = build()
+    state = load_state_dict_file(weights)
+    if set(state) == set(net.state_dict()):
+        try:
+            net.load_state_dict(state)
+        except RuntimeError as exc:
+            raise ValueError(f"{refused}: {str(exc)[:300]}") from None
+        return net
+    with _TimmLoadReport() as report:
+        try:
+            net = build(pretrained=True, file=str(Path(weights)))
+        except Exception as exc:
+            raise ValueError(f"{refused}: {str(exc).splitlines()[0][:300]}") from None
+    from timm.models import get_pretrained_cfg
+
+    heads = getattr(get_pretrained_cfg(tname), "classifier", None) or ("head", "fc", "classifier")
+    heads = tuple(h + "." for h in ((heads,) if isinstance(heads, str) else heads))
+    missing = [k for k in report.missing if not k.startswith(heads)]  # the head: not used
+    if missing:  # timm loads features non-strictly: a file of another model would pass
+        raise ValueError(f"{refused}: it lacks {len(missing)} of the model's tensors ({', '.join(missing[:5])}, ...)")
+    return net
+
+
 class TimmBackbone(FrozenStages, nn.Module):
     """A timm model's feature stages; ``forward`` returns the last stage's map (B, C, H/s, W/s)."""
 
     def __init__(self, name: str, pretrained: bool = False, weights: str | None = None, layer4_stride: int = 2,
                  frozen_stages: int = 0, image_size: int | None = None, suppress_layer3: bool = False):
         super().__init__()
-        from flrdf.backbone import PretrainedUnavailable, load_state_dict_file
+        from flrdf.backbone import PretrainedUnavailable
 
         if layer4_stride not in (1, 2):
             raise ValueError(f"layer4_stride must be 1 or 2, got {layer4_stride}")
@@ -253,29 +282,7 @@ class TimmBackbone(FrozenStages, nn.Module):
         output_stride = 16 if layer4_stride == 1 else None
         build = functools.partial(_create, tname, output_stride=output_stride, image_size=image_size)
         if weights:
-            net = build()
-            state = load_state_dict_file(weights)
-            own = net.state_dict()
-            if set(state) == set(own):  # this wrapper's own export
-                try:
-                    net.load_state_dict(state)
-                except RuntimeError as exc:
-                    raise ValueError(f"weights file {weights} does not match {self.name}: {str(exc)[:300]}") from None
-            else:  # a timm checkpoint of the whole model: timm's loader drops the head and adapts embeddings
-                with _TimmLoadReport() as report:
-                    try:
-                        net = build(pretrained=True, file=str(Path(weights)))
-                    except Exception as exc:
-                        raise ValueError(f"weights file {weights} does not match {self.name}: "
-                                         f"{str(exc).splitlines()[0][:300]}") from None
-                from timm.models import get_pretrained_cfg
-
-                heads = getattr(get_pretrained_cfg(tname), "classifier", None) or ("head", "fc", "classifier")
-                heads = tuple(h + "." for h in ((heads,) if isinstance(heads, str) else heads))
-                report.missing = [k for k in report.missing if not k.startswith(heads)]  # the head: not used
-                if report.missing:  # timm loads features non-strictly: a file of another model would pass
-                    raise ValueError(f"weights file {weights} does not match {self.name}: it lacks "
-                                     f"{len(report.missing)} of the model's tensors ({', '.join(report.missing[:5])}, ...)")
+            net = _from_file(build, tname, weights)
             self.init = f"file:{weights}"
         elif pretrained:
             try:
